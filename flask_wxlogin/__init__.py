@@ -1,0 +1,34 @@
+"""WeChat mini program login for Flask: code2Session, server-side sessions, skeys."""
+from .client import Identity
+from .decorators import current_wx_user, login_required
+from .errors import (
+    BadLoginRequest,
+    ConfigurationError,
+    StoreUnavailable,
+    Unauthorized,
+    WeChatError,
+    WxLoginError,
+)
+from .extension import WxLogin
+from .signals import user_logged_in, user_logged_out, user_login_failed
+from .user import AnonymousWxUser, WxUser
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "AnonymousWxUser",
+    "BadLoginRequest",
+    "ConfigurationError",
+    "Identity",
+    "StoreUnavailable",
+    "Unauthorized",
+    "WeChatError",
+    "WxLogin",
+    "WxLoginError",
+    "WxUser",
+    "current_wx_user",
+    "login_required",
+    "user_logged_in",
+    "user_logged_out",
+    "user_login_failed",
+]

@@ -1,0 +1,131 @@
+"""WeChat's HTTP API: one pooled session, bounded timeouts, errcode -> error.
+
+The appsecret travels in the query string, so nothing here puts a URL, a
+query or a library's exception text into a message: errors are raised
+``from None`` and the urllib3 logger is scrubbed (see :mod:`.redact`).
+"""
+from __future__ import annotations
+
+import json
+import logging
+from typing import Any, Dict, NamedTuple, Optional, Tuple
+
+import requests
+from flask import current_app
+from requests.adapters import HTTPAdapter
+
+from .errors import WeChatError
+
+log = logging.getLogger("flask_wxlogin")
+
+#: A jscode2session answer is ~150 bytes; anything past this is not WeChat.
+MAX_RESPONSE_BYTES = 64 * 1024
+
+#: code2Session errcodes -> (HTTP status, error, message). Others: 502 wechat_error.
+ERRCODES: Dict[int, Tuple[int, str, str]] = {
+    -1: (503, "wechat_busy", "WeChat is busy; try again shortly."),
+    40029: (401, "code_invalid", "The login code is invalid or expired; call wx.login again."),
+    40163: (401, "code_used", "The login code was already used; call wx.login again."),
+    41008: (401, "code_invalid", "WeChat received no login code; call wx.login again."),
+    45011: (429, "wechat_rate_limited", "Too many logins for this user; retry in a minute."),
+    40226: (403, "user_blocked", "WeChat flagged this user as high-risk and refused the login."),
+    40013: (502, "wechat_config_rejected", "WeChat rejected the server's AppID."),
+    40125: (502, "wechat_config_rejected", "WeChat rejected the server's AppSecret."),
+    41002: (502, "wechat_config_rejected", "WeChat received no AppID from the server."),
+    41004: (502, "wechat_config_rejected", "WeChat received no AppSecret from the server."),
+}
+
+class Identity(NamedTuple):
+    """What code2Session tells us about the user."""
+
+    openid: str
+    session_key: str
+    unionid: Optional[str]
+
+
+class WeChatClient:
+    """Calls WeChat over one pooled ``requests.Session`` per app."""
+
+    def __init__(self) -> None:
+        self.http = requests.Session()
+        adapter = HTTPAdapter(pool_connections=1, pool_maxsize=32, max_retries=0)
+        self.http.mount("https://", adapter)
+        self.http.mount("http://", adapter)
+
+    def code2session(self, code: str) -> Identity:
+        """Exchange a ``wx.login`` code for the user's identity, or raise :class:`WeChatError`."""
+        config = current_app.config
+        answer = self._get_json(
+            "/sns/jscode2session",
+            {
+                "appid": config["WXLOGIN_APPID"],
+                "secret": config["WXLOGIN_SECRET"],
+                "js_code": code,
+                "grant_type": "authorization_code",
+            },
+        )
+        openid, session_key = answer.get("openid"), answer.get("session_key")
+        unionid = answer.get("unionid")
+        if not (_is_text(openid) and _is_text(session_key)) or not (
+            unionid is None or _is_text(unionid)
+        ):
+            raise _bad_response("WeChat's answer lacks an openid or session_key.")
+        return Identity(openid, session_key, unionid or None)
+
+    def _get_json(self, path: str, params: Dict[str, Any]) -> Dict[str, Any]:
+        config = current_app.config
+        url = config["WXLOGIN_API_BASE"].rstrip("/") + path
+        timeout = config["WXLOGIN_HTTP_TIMEOUT"]
+        try:
+            with self.http.get(url, params=params, timeout=timeout, stream=True) as response:
+                body = _read_bounded(response)
+                status = response.status_code
+        except requests.Timeout:
+            raise _error(504, "wechat_timeout", "WeChat did not answer in time.") from None
+        except requests.ConnectionError:
+            raise _error(502, "wechat_unreachable", "WeChat could not be reached.") from None
+        except requests.RequestException:
+            raise _bad_response("The call to WeChat failed.") from None
+        if status != 200:
+            log.warning("WeChat %s answered HTTP %s", path, status)
+            raise _bad_response(f"WeChat answered HTTP {status}.")
+        try:
+            answer = json.loads(body)
+        except ValueError:
+            answer = None
+        if not isinstance(answer, dict):
+            raise _bad_response("WeChat's answer is not a JSON object.")
+        errcode = answer.get("errcode", 0)
+        if errcode:
+            raise errcode_error(errcode)
+        return answer
+
+
+def errcode_error(errcode: Any) -> WeChatError:
+    """The error for a WeChat ``errcode``."""
+    status, error, message = ERRCODES.get(
+        errcode, (502, "wechat_error", "WeChat refused the login.")
+    )
+    log.warning("WeChat answered errcode %s (%s)", errcode, error)
+    return _error(status, error, message, errcode if isinstance(errcode, int) else None)
+
+
+def _read_bounded(response: requests.Response) -> bytes:
+    body = b""
+    for chunk in response.iter_content(chunk_size=8192):
+        body += chunk
+        if len(body) > MAX_RESPONSE_BYTES:
+            raise requests.RequestException("response too large")
+    return body
+
+
+def _is_text(value: Any) -> bool:
+    return isinstance(value, str) and bool(value)
+
+
+def _bad_response(message: str) -> WeChatError:
+    return _error(502, "wechat_bad_response", message)
+
+
+def _error(status: int, error: str, message: str, errcode: Optional[int] = None) -> WeChatError:
+    return WeChatError(message, error=error, status=status, errcode=errcode)

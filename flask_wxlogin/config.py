@@ -1,0 +1,45 @@
+"""The ``WXLOGIN_*`` configuration keys and their defaults, in one place."""
+from __future__ import annotations
+
+from typing import Any, Dict
+
+#: Every key the extension reads, with its default. ``None`` means required.
+DEFAULTS: Dict[str, Any] = {
+    # The mini program's AppID and AppSecret (公众平台 → 开发管理 → 开发设置).
+    "WXLOGIN_APPID": None,
+    "WXLOGIN_SECRET": None,
+    # Where WeChat's API lives; tests and the demo point it at a loopback stub.
+    "WXLOGIN_API_BASE": "https://api.weixin.qq.com",
+    # Seconds to wait for WeChat to connect, and again for each read.
+    "WXLOGIN_HTTP_TIMEOUT": 5.0,
+    # Where the login blueprint is mounted.
+    "WXLOGIN_URL_PREFIX": "/auth",
+    # The request header carrying the skey (``Authorization: Bearer`` works too).
+    "WXLOGIN_TOKEN_HEADER": "X-WX-Skey",
+    # A session unused for this many seconds ends (sliding).
+    "WXLOGIN_SESSION_IDLE_TIMEOUT": 7 * 24 * 3600,
+    # A session ends this many seconds after login, however much it is used.
+    "WXLOGIN_SESSION_MAX_AGE": 30 * 24 * 3600,
+    # Prepended to every cache key the extension writes.
+    "WXLOGIN_KEY_PREFIX": "wxl:",
+}
+
+_NUMBERS = ("WXLOGIN_HTTP_TIMEOUT", "WXLOGIN_SESSION_IDLE_TIMEOUT", "WXLOGIN_SESSION_MAX_AGE")
+
+
+def apply_defaults(config: Dict[str, Any]) -> None:
+    """Fill in missing keys and raise :class:`ValueError` naming the first bad one."""
+    for key, value in DEFAULTS.items():
+        config.setdefault(key, value)
+    for key in ("WXLOGIN_APPID", "WXLOGIN_SECRET", "SECRET_KEY"):
+        if not config.get(key) or not isinstance(config[key], (str, bytes)):
+            raise ValueError(f"{key} must be set to a non-empty string")
+    for key in _NUMBERS:
+        value = config[key]
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
+            raise ValueError(f"{key} must be a positive number of seconds, not {value!r}")
+    if config["WXLOGIN_SESSION_MAX_AGE"] < config["WXLOGIN_SESSION_IDLE_TIMEOUT"]:
+        raise ValueError("WXLOGIN_SESSION_MAX_AGE must not be shorter than WXLOGIN_SESSION_IDLE_TIMEOUT")
+    for key in ("WXLOGIN_TOKEN_HEADER", "WXLOGIN_KEY_PREFIX", "WXLOGIN_API_BASE"):
+        if not config[key] or not isinstance(config[key], str):
+            raise ValueError(f"{key} must be a non-empty string")

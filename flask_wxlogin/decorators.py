@@ -1,0 +1,51 @@
+"""``login_required`` and ``current_wx_user``."""
+from __future__ import annotations
+
+import functools
+from typing import Any, Callable, TypeVar, Union, cast
+
+from flask import current_app, g, has_request_context, request
+from werkzeug.local import LocalProxy
+
+from .errors import Unauthorized
+from .user import ANONYMOUS, AnonymousWxUser, WxUser
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+#: Methods let through without a session (CORS preflight).
+EXEMPT_METHODS = frozenset({"OPTIONS"})
+
+
+def login_required(view: F) -> F:
+    """Let the view run only for a request with a live session; otherwise 401.
+
+    A missing, malformed, forged, expired or revoked skey answers 401; a session
+    store that cannot be reached answers 503, never 401 and never access.
+    """
+
+    @functools.wraps(view)
+    def decorated(*args: Any, **kwargs: Any) -> Any:
+        if request.method not in EXEMPT_METHODS:
+            g._wxlogin_user = current_app.extensions["wxlogin"].authenticate()
+        return current_app.ensure_sync(view)(*args, **kwargs)
+
+    return cast(F, decorated)
+
+
+def _current_user() -> Union[WxUser, AnonymousWxUser]:
+    if not has_request_context():
+        return ANONYMOUS
+    user = g.get("_wxlogin_user")
+    if user is None:
+        try:
+            user = current_app.extensions["wxlogin"].authenticate()
+        except Unauthorized:
+            user = ANONYMOUS
+        g._wxlogin_user = user
+    return user
+
+
+#: The request's user: a :class:`~.user.WxUser` under ``login_required``; in
+#: other views the skey is checked on first use, and a request without a valid
+#: one sees an :class:`~.user.AnonymousWxUser` (falsy, ``openid`` None).
+current_wx_user: Union[WxUser, AnonymousWxUser] = cast(Any, LocalProxy(_current_user))

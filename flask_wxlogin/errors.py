@@ -1,0 +1,85 @@
+"""Every error the extension raises, rooted in :class:`WxLoginError`.
+
+Each error knows the HTTP status and the machine-readable ``error`` name it is
+answered with, so one handler turns any of them into the house JSON shape.
+Apps override that answer with ``app.errorhandler(WxLoginError)`` (or a
+subclass).
+"""
+from __future__ import annotations
+
+from typing import Optional
+
+
+#: ``Retry-After`` seconds sent with these statuses.
+RETRY_AFTER = {429: 60, 502: 5, 503: 5, 504: 5}
+
+
+class WxLoginError(Exception):
+    """Base class. Subclasses set ``status``, ``error`` and ``message``."""
+
+    status: int = 500
+    error: str = "wxlogin_error"
+    message: str = "The login service failed."
+
+    def __init__(
+        self,
+        message: Optional[str] = None,
+        *,
+        error: Optional[str] = None,
+        status: Optional[int] = None,
+        errcode: Optional[int] = None,
+    ) -> None:
+        if message is not None:
+            self.message = message
+        if error is not None:
+            self.error = error
+        if status is not None:
+            self.status = status
+        #: WeChat's ``errcode`` when the error came from WeChat.
+        self.errcode = errcode
+        super().__init__(self.message)
+
+    def to_dict(self) -> dict:
+        """The JSON body: ``code`` (the HTTP status as a string), ``error``, ``message``."""
+        body = {"code": str(self.status), "error": self.error, "message": self.message}
+        if self.errcode is not None:
+            body["errcode"] = self.errcode
+        return body
+
+
+class ConfigurationError(WxLoginError):
+    """The app's configuration cannot work; raised by ``init_app``."""
+
+    error = "configuration_error"
+
+
+class BadLoginRequest(WxLoginError):
+    """The client sent a login request we cannot use (4xx)."""
+
+    status = 400
+    error = "code_missing"
+    message = "The request carries no login code."
+
+
+class Unauthorized(WxLoginError):
+    """No valid session: the client should log in again (401)."""
+
+    status = 401
+    error = "skey_missing"
+    message = "Log in first: the request carries no skey."
+
+
+class WeChatError(WxLoginError):
+    """WeChat refused the call, failed, or answered something unusable."""
+
+    status = 502
+    error = "wechat_error"
+    message = "WeChat answered with an error."
+
+
+class StoreUnavailable(WxLoginError):
+    """The session cache cannot be read or written (503)."""
+
+    status = 503
+    error = "session_store_unavailable"
+    message = "The session store is unavailable; try again shortly."

@@ -1,0 +1,178 @@
+"""Server-side sessions in a flask-caching cache.
+
+A session is one cache key, ``<WXLOGIN_KEY_PREFIX><session id>``, whose value
+is a compact JSON array (never a pickle):
+``[openid, session_key, unionid, user_id, created_at, refreshed_at]``.
+
+Sliding expiry without a write per request: the key lives for the idle
+timeout and is rewritten (with a fresh TTL) only once a tenth of that timeout
+has passed since the last rewrite. A session is therefore alive for at least
+0.9 x ``WXLOGIN_SESSION_IDLE_TIMEOUT`` after its last use and gone after the
+full timeout; ``WXLOGIN_SESSION_MAX_AGE`` after login it ends regardless.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import time
+from typing import Any, Callable, Optional
+
+from cachelib import BaseCache, NullCache
+from cachelib import RedisCache as CachelibRedisCache
+from flask import current_app
+from flask_caching.backends.nullcache import NullCache as FlaskCachingNullCache
+
+from .errors import StoreUnavailable
+from .tokens import new_session_id
+from .user import UserId, WxUser
+
+log = logging.getLogger("flask_wxlogin")
+
+#: A session is rewritten once this fraction of the idle timeout has passed.
+REFRESH_FRACTION = 0.1
+
+
+class _RedisBackend:
+    """Redis through the client flask-caching built, bypassing its pickle serializer.
+
+    Every command goes to the write client: a replica may not have a new
+    session yet, or may still have a revoked one.
+    """
+
+    def __init__(self, cache: CachelibRedisCache) -> None:
+        from redis.exceptions import RedisError
+
+        self._cache = cache
+        self._client = cache._write_client
+        self._errors = (RedisError, OSError)
+
+    def _key(self, key: str) -> str:
+        return self._cache._get_prefix() + key
+
+    def get(self, key: str) -> Optional[bytes]:
+        try:
+            return self._client.get(self._key(key))
+        except self._errors as exc:
+            raise _unavailable(exc) from exc
+
+    def add(self, key: str, value: str, ttl: int) -> bool:
+        try:
+            return bool(self._client.set(self._key(key), value, ex=ttl, nx=True))
+        except self._errors as exc:
+            raise _unavailable(exc) from exc
+
+    def replace(self, key: str, value: str, ttl: int) -> bool:
+        try:
+            return bool(self._client.set(self._key(key), value, ex=ttl, xx=True))
+        except self._errors as exc:
+            raise _unavailable(exc) from exc
+
+    def delete(self, key: str) -> None:
+        try:
+            self._client.delete(self._key(key))
+        except self._errors as exc:
+            raise _unavailable(exc) from exc
+
+
+class _CacheBackend:
+    """Any other cachelib cache, through its public API.
+
+    Which exceptions a backend raises when its server is gone is the
+    backend's business, so any exception from a cache call is an outage.
+    """
+
+    def __init__(self, cache: BaseCache) -> None:
+        self._cache = cache
+
+    def get(self, key: str) -> Optional[str]:
+        try:
+            value = self._cache.get(key)
+        except Exception as exc:
+            raise _unavailable(exc) from exc
+        return value if isinstance(value, str) else None
+
+    def add(self, key: str, value: str, ttl: int) -> bool:
+        try:
+            return bool(self._cache.add(key, value, timeout=ttl))
+        except Exception as exc:
+            raise _unavailable(exc) from exc
+
+    def replace(self, key: str, value: str, ttl: int) -> bool:
+        try:
+            return self._cache.has(key) and bool(self._cache.set(key, value, timeout=ttl))
+        except Exception as exc:
+            raise _unavailable(exc) from exc
+
+    def delete(self, key: str) -> None:
+        try:
+            self._cache.delete(key)
+        except Exception as exc:
+            raise _unavailable(exc) from exc
+
+
+def _unavailable(exc: BaseException) -> StoreUnavailable:
+    log.error("session store unavailable: %s", type(exc).__name__)
+    return StoreUnavailable()
+
+
+class SessionStore:
+    """Creates, loads (sliding the expiry), and revokes sessions."""
+
+    def __init__(self, cache: BaseCache, clock: Callable[[], float] = time.time) -> None:
+        if isinstance(cache, (NullCache, FlaskCachingNullCache)):
+            raise ValueError("a NullCache keeps nothing and cannot hold login sessions")
+        self.backend = (
+            _RedisBackend(cache) if isinstance(cache, CachelibRedisCache) else _CacheBackend(cache)
+        )
+        #: Seconds since the epoch; tests replace it to move time.
+        self.clock = clock
+
+    def create(self, openid: str, session_key: str, unionid: Optional[str], user_id: UserId) -> WxUser:
+        """Store a new session under a fresh random id; :class:`StoreUnavailable` if it was not kept."""
+        config = current_app.config
+        now = int(self.clock())
+        session = WxUser(new_session_id(), openid, session_key, unionid, user_id, now, now)
+        key = config["WXLOGIN_KEY_PREFIX"] + session.session_id
+        if not self.backend.add(key, _encode(session), int(config["WXLOGIN_SESSION_IDLE_TIMEOUT"])):
+            log.error("session store refused to keep a new session")
+            raise StoreUnavailable()
+        return session
+
+    def load(self, session_id: str) -> Optional[WxUser]:
+        """The live session with this id, or ``None`` if it expired, was revoked or never was."""
+        config = current_app.config
+        key = config["WXLOGIN_KEY_PREFIX"] + session_id
+        raw = self.backend.get(key)
+        if raw is None:
+            return None
+        try:
+            openid, session_key, unionid, user_id, created, refreshed = json.loads(raw)
+            now = int(self.clock())
+            age, idle_for = now - created, now - refreshed
+        except (ValueError, TypeError):
+            log.warning("unreadable session record; treating it as no session")
+            return None
+        idle = config["WXLOGIN_SESSION_IDLE_TIMEOUT"]
+        max_age = config["WXLOGIN_SESSION_MAX_AGE"]
+        if age >= max_age or idle_for >= idle:
+            self.backend.delete(key)
+            return None
+        session = WxUser(session_id, openid, session_key, unionid, user_id, created, refreshed)
+        if idle_for >= idle * REFRESH_FRACTION:
+            session.refreshed_at = now
+            ttl = int(min(idle, max_age - age))
+            if not self.backend.replace(key, _encode(session), ttl):
+                return None
+        return session
+
+    def revoke(self, session_id: str) -> None:
+        """End a session; ending one that is already gone is not an error."""
+        self.backend.delete(current_app.config["WXLOGIN_KEY_PREFIX"] + session_id)
+
+
+def _encode(session: WxUser) -> str:
+    record: list[Any] = [
+        session.openid, session.session_key, session.unionid, session.user_id,
+        session.created_at, session.refreshed_at,
+    ]
+    return json.dumps(record, separators=(",", ":"))

@@ -1,0 +1,107 @@
+"""The login blueprint: parse the request, call the extension, answer JSON."""
+from __future__ import annotations
+
+import json
+import re
+from typing import Any, Optional
+
+from flask import Blueprint, Response, current_app, jsonify, request
+from werkzeug.exceptions import RequestEntityTooLarge
+
+from . import signals
+from .errors import BadLoginRequest, WxLoginError
+
+blueprint = Blueprint("wxlogin", __name__)
+
+#: A login body is a code of a few dozen characters; refuse anything larger.
+MAX_BODY_BYTES = 4096
+#: wx.login codes are short runs of letters and digits.
+MAX_CODE_LENGTH = 128
+_CODE = re.compile(r"[A-Za-z0-9_-]+")
+_FORMS = ("application/x-www-form-urlencoded", "multipart/form-data")
+
+
+@blueprint.post("/login")
+def login() -> Response:
+    try:
+        user, skey = current_app.extensions["wxlogin"].login(read_code())
+    except WxLoginError as error:
+        signals.user_login_failed.send(current_app._get_current_object(), error=error)  # type: ignore[attr-defined]
+        raise
+    expires_in = int(current_app.config["WXLOGIN_SESSION_IDLE_TIMEOUT"])
+    return _ok({"skey": skey, "expires_in": expires_in, "openid": user.openid})
+
+
+@blueprint.post("/logout")
+def logout() -> Response:
+    current_app.extensions["wxlogin"].logout()
+    return _ok({})
+
+
+@blueprint.route("/login", methods=["GET", "PUT", "PATCH", "DELETE"])
+@blueprint.route("/logout", methods=["GET", "PUT", "PATCH", "DELETE"])
+def wrong_method() -> Response:
+    raise BadLoginRequest(
+        f"Use POST, not {request.method}.", error="method_not_allowed", status=405
+    )
+
+
+def read_code() -> str:
+    """The wx.login code from a JSON object, a form field, or the bare body."""
+    request.max_content_length = MAX_BODY_BYTES
+    try:
+        if request.mimetype in _FORMS:
+            code: Any = request.form.get("code")
+        else:
+            code = _code_from_body(request.get_data(cache=True))
+    except RequestEntityTooLarge:
+        raise BadLoginRequest(
+            f"The request body is over {MAX_BODY_BYTES} bytes.", error="body_too_large", status=413
+        ) from None
+    return _checked(code)
+
+
+def _code_from_body(raw: bytes) -> Optional[Any]:
+    try:
+        text = raw.decode("utf-8").strip()
+    except UnicodeDecodeError:
+        raise _body_invalid("The request body is not UTF-8 text.") from None
+    if not text or _CODE.fullmatch(text):
+        return text
+    try:
+        data = json.loads(text)
+    except ValueError:
+        if text[0] in '{["':
+            raise _body_invalid("The request body is not valid JSON.") from None
+        return text
+    if isinstance(data, dict):
+        return data.get("code")
+    if isinstance(data, str):
+        return data
+    raise _body_invalid('Send {"code": "<code from wx.login>"}.')
+
+
+def _checked(code: Any) -> str:
+    if code is None or code == "":
+        raise BadLoginRequest("The request carries no login code.")
+    if not isinstance(code, str):
+        raise BadLoginRequest("The login code must be a string.", error="code_malformed")
+    if len(code) > MAX_CODE_LENGTH:
+        raise BadLoginRequest(
+            f"The login code is over {MAX_CODE_LENGTH} characters.", error="code_too_long"
+        )
+    if not _CODE.fullmatch(code):
+        raise BadLoginRequest(
+            "The login code may hold only letters, digits, '-' and '_'.", error="code_malformed"
+        )
+    return code
+
+
+def _body_invalid(message: str) -> BadLoginRequest:
+    return BadLoginRequest(message, error="body_invalid")
+
+
+def _ok(data: dict) -> Response:
+    response = jsonify({"code": "200", "data": data})
+    response.headers["Cache-Control"] = "no-store"
+    return response
