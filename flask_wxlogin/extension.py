@@ -207,7 +207,9 @@ def _cache_backend(app: Flask, cache: Union[Cache, BaseCache, None]) -> BaseCach
         )
         own.init_app(app, config={"CACHE_TYPE": "SimpleCache", "CACHE_THRESHOLD": sys.maxsize})
     else:
-        overrides = {}
+        overrides: "dict[str, Any]" = {}
+        if "CACHE_KEY_PREFIX" not in app.config:
+            overrides["CACHE_KEY_PREFIX"] = ""
         if "redis" in str(app.config["CACHE_TYPE"]).lower():
             options = dict(app.config.get("CACHE_OPTIONS") or {})
             options.setdefault("socket_timeout", REDIS_SOCKET_TIMEOUT)
