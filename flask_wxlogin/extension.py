@@ -144,7 +144,7 @@ class WxLogin:
             signals.user_logged_out.send(current_app._get_current_object(), user=user)  # type: ignore[attr-defined]
 
     def _presented_skey(self) -> Optional[str]:
-        skey = request.headers.get(current_app.config["WXLOGIN_TOKEN_HEADER"])
+        skey = request.headers.get(current_app.config["WXLOGIN_TOKEN_HEADER"], "").strip()
         if not skey:
             scheme, _, token = request.headers.get("Authorization", "").partition(" ")
             skey = token.strip() if scheme.lower() == "bearer" else None

@@ -1,0 +1,218 @@
+"""Sessions in the cache: create, read, slide, expire, revoke, outages. Embedded and Redis."""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import pickle
+import time
+
+import pytest
+from cachelib import SimpleCache
+
+from .conftest import OPENID, SESSION_KEY, login, make_app
+
+IDLE, MAX_AGE = 1000, 5000
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1_700_000_000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture(params=["embedded", "redis"])
+def store_app(request):
+    config = {"WXLOGIN_SESSION_IDLE_TIMEOUT": IDLE, "WXLOGIN_SESSION_MAX_AGE": MAX_AGE}
+    if request.param == "redis":
+        config.update(CACHE_TYPE="RedisCache", CACHE_REDIS_URL=request.getfixturevalue("redis_url"),
+                      WXLOGIN_KEY_PREFIX=request.getfixturevalue("redis_prefix"))
+    app = make_app(**config)
+    app.clock = Clock()
+    with app.app_context():
+        app.extensions["wxlogin"].store.clock = app.clock
+    return app
+
+
+def _load(app, skey):
+    return app.test_client().get("/me", headers={"X-WX-Skey": skey})
+
+
+def _store(app):
+    with app.app_context():
+        return app.extensions["wxlogin"].store
+
+
+def _record(app, skey):
+    """What the cache holds for the session, decoded."""
+    session_id = skey.split(".")[0]
+    with app.test_request_context():
+        raw = _store(app).backend.get(app.config["WXLOGIN_KEY_PREFIX"] + session_id)
+    return None if raw is None else json.loads(raw)
+
+
+def test_create_then_read(store_app, wechat):
+    skey = login(store_app.test_client())
+    assert _load(store_app, skey).get_json()["openid"] == OPENID
+    now = int(store_app.clock.now)
+    assert _record(store_app, skey) == [OPENID, SESSION_KEY, None, None, now, now]
+
+
+def test_redis_holds_compact_json_under_the_prefixed_key_with_the_idle_ttl(redis_app, redis_db, redis_prefix, wechat):
+    skey = login(redis_app.test_client())
+    key = redis_prefix + skey.split(".")[0]
+    raw = redis_db.get(key)
+    assert raw.startswith(b'["') and json.loads(raw)[:3] == [OPENID, SESSION_KEY, None]
+    assert len(raw) < 120
+    assert 0 < redis_db.ttl(key) <= redis_app.config["WXLOGIN_SESSION_IDLE_TIMEOUT"]
+    assert [k for k in redis_db.scan_iter(match=redis_prefix + "*")] == [key.encode()]
+
+
+def test_reads_within_a_tenth_of_the_idle_timeout_write_nothing(store_app, wechat):
+    skey = login(store_app.test_client())
+    created = _record(store_app, skey)
+    store_app.clock.now += IDLE * 0.09
+    assert _load(store_app, skey).status_code == 200
+    assert _record(store_app, skey) == created
+
+
+def test_a_read_after_a_tenth_of_the_idle_timeout_slides_the_expiry(store_app, wechat):
+    skey = login(store_app.test_client())
+    start = store_app.clock.now
+    for _ in range(8):  # 8 x 0.6 idle = 4.8 idle: alive throughout because it is used
+        store_app.clock.now += IDLE * 0.6
+        assert _load(store_app, skey).status_code == 200
+    record = _record(store_app, skey)
+    assert record[4] == int(start) and record[5] == int(store_app.clock.now)
+
+
+def test_an_idle_session_expires_and_is_deleted(store_app, wechat):
+    skey = login(store_app.test_client())
+    store_app.clock.now += IDLE
+    response = _load(store_app, skey)
+    assert response.status_code == 401 and response.get_json()["error"] == "session_expired"
+    assert _record(store_app, skey) is None
+
+
+def test_max_age_ends_a_session_in_use(store_app, wechat):
+    skey = login(store_app.test_client())
+    for _ in range(9):  # up to 4.5 idle = 4500 s < MAX_AGE
+        store_app.clock.now += IDLE * 0.5
+        assert _load(store_app, skey).status_code == 200
+    store_app.clock.now += IDLE * 0.5  # 5000 s: max age reached
+    assert _load(store_app, skey).status_code == 401
+
+
+def test_slide_near_max_age_shortens_the_ttl(redis_app, redis_db, redis_prefix, wechat):
+    redis_app.config.update(WXLOGIN_SESSION_IDLE_TIMEOUT=IDLE, WXLOGIN_SESSION_MAX_AGE=1500)
+    clock = Clock()
+    _store(redis_app).clock = clock
+    skey = login(redis_app.test_client())
+    clock.now += 900
+    assert _load(redis_app, skey).status_code == 200
+    assert 590 <= redis_db.ttl(redis_prefix + skey.split(".")[0]) <= 600
+
+
+def test_revoked_session_is_gone(store_app, wechat):
+    client = store_app.test_client()
+    skey = login(client)
+    client.post("/auth/logout", headers={"X-WX-Skey": skey})
+    assert _record(store_app, skey) is None
+    assert _load(store_app, skey).status_code == 401
+
+
+def test_redis_really_expires_an_idle_session(redis_url, redis_prefix, redis_db, wechat):
+    app = make_app(CACHE_TYPE="RedisCache", CACHE_REDIS_URL=redis_url, WXLOGIN_KEY_PREFIX=redis_prefix,
+                   WXLOGIN_SESSION_IDLE_TIMEOUT=1, WXLOGIN_SESSION_MAX_AGE=60)
+    skey = login(app.test_client())
+    assert redis_db.exists(redis_prefix + skey.split(".")[0]) == 1
+    time.sleep(1.6)
+    assert redis_db.exists(redis_prefix + skey.split(".")[0]) == 0
+    assert _load(app, skey).status_code == 401
+
+
+def test_embedded_default_keeps_more_sessions_than_cachelibs_default_threshold(wechat):
+    app = make_app()
+    client = app.test_client()
+    skeys = [login(client, code=f"code{i}") for i in range(600)]
+    assert all(_load(app, skey).status_code == 200 for skey in skeys[:5] + skeys[-5:])
+    (backend,) = app.extensions["cache"].values()
+    assert len(backend._cache) == 600
+
+
+@pytest.fixture
+def counted_commands(redis_app, monkeypatch):
+    commands = []
+    client = _store(redis_app).backend._client
+    real = client.execute_command
+
+    def counting(*args, **kwargs):
+        commands.append(args[0])
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(client, "execute_command", counting)
+    return commands
+
+
+def test_one_redis_command_per_protected_request_and_none_for_a_forged_skey(redis_app, wechat, counted_commands):
+    client = redis_app.test_client()
+    skey = login(client)
+    counted_commands.clear()
+    for _ in range(5):
+        assert client.get("/me", headers={"X-WX-Skey": skey}).status_code == 200
+    assert counted_commands == ["GET"] * 5
+    counted_commands.clear()
+    assert client.get("/me", headers={"X-WX-Skey": skey[:-3] + "abc"}).status_code == 401
+    assert counted_commands == []
+
+
+@pytest.mark.parametrize("path, method", [("/auth/login", "post"), ("/me", "get"), ("/auth/logout", "post")])
+def test_unreachable_redis_is_503_never_401(wechat, path, method):
+    app = make_app(CACHE_TYPE="RedisCache", CACHE_REDIS_URL="redis://127.0.0.1:1/0")
+    with app.test_request_context():
+        skey = app.extensions["wxlogin"]._state().signer.sign("some-session-id", app.config["SECRET_KEY"])
+    started = time.monotonic()
+    response = getattr(app.test_client(), method)(path, json={"code": "abc"}, headers={"X-WX-Skey": skey})
+    assert time.monotonic() - started < 3
+    assert response.status_code == 503
+    assert response.get_json()["error"] == "session_store_unavailable"
+    assert response.headers["Retry-After"] == "5"
+
+
+class RefusingCache(SimpleCache):
+    def add(self, key, value, timeout=None):
+        return False
+
+
+def test_a_write_the_cache_refuses_is_503_and_no_skey(wechat, caplog):
+    app = make_app(cache=RefusingCache())
+    response = app.test_client().post("/auth/login", json={"code": "abc"})
+    assert response.status_code == 503
+    assert response.get_json()["error"] == "session_store_unavailable"
+    assert "skey" not in response.get_data(as_text=True)
+    assert "refused to keep a new session" in caplog.text
+
+
+@pytest.mark.parametrize("value", [b"not json", b'["too","short"]', b'{"o":1}', b'["a","b",null,null,"x","y"]'])
+def test_an_unreadable_record_is_no_session(redis_app, redis_db, redis_prefix, wechat, value, caplog):
+    skey = login(redis_app.test_client())
+    redis_db.set(redis_prefix + skey.split(".")[0], value)
+    with caplog.at_level(logging.WARNING, "flask_wxlogin"):
+        assert _load(redis_app, skey).status_code == 401
+    assert "unreadable session record" in caplog.text
+
+
+class _Exploit:
+    def __reduce__(self):
+        return (os.mkdir, (self.path,))
+
+
+def test_a_pickle_planted_under_a_session_key_is_never_loaded(redis_app, redis_db, redis_prefix, wechat, tmp_path):
+    skey = login(redis_app.test_client())
+    exploit = _Exploit()
+    exploit.path = str(tmp_path / "pwned")
+    redis_db.set(redis_prefix + skey.split(".")[0], b"!" + pickle.dumps(exploit))
+    assert _load(redis_app, skey).status_code == 401
+    assert not (tmp_path / "pwned").exists()
