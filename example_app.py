@@ -1,10 +1,11 @@
 """flask-wxlogin example: ``python example_app.py`` serves on http://127.0.0.1:5000.
 
-Without ``WXLOGIN_APPID``/``WXLOGIN_SECRET`` in the environment it runs in DEMO
-MODE: a fake WeChat on loopback accepts any code and logs in a demo user whose
-openid is derived from that code; sessions live in this process's memory.
-With them set it talks to the real WeChat; set ``SECRET_KEY`` too, and
-``CACHE_REDIS_URL`` to keep sessions in Redis.
+With ``WXLOGIN_APPID``, ``WXLOGIN_SECRET`` and ``SECRET_KEY`` in the environment
+it talks to the real WeChat (``CACHE_REDIS_URL`` keeps sessions in Redis).
+With none of those four set it runs in DEMO MODE: a fake WeChat on loopback
+accepts any code and logs in a demo user whose openid is derived from that
+code; sessions live in this process's memory. Any other mix is refused, so a
+deployment that forgets one setting stops instead of falling back to the demo.
 """
 from __future__ import annotations
 
@@ -21,19 +22,23 @@ log = logging.getLogger("example_app")
 
 wxlogin = WxLogin()
 
+REQUIRED_SETTINGS = ("WXLOGIN_APPID", "WXLOGIN_SECRET", "SECRET_KEY")
+#: Any of these in the environment means a real deployment: no demo mode.
+REAL_SETTINGS = REQUIRED_SETTINGS + ("CACHE_REDIS_URL",)
+
 
 def create_app() -> Flask:
     app = Flask(__name__)
-    if os.environ.get("WXLOGIN_APPID"):
-        app.config.update(
-            SECRET_KEY=os.environ["SECRET_KEY"],
-            WXLOGIN_APPID=os.environ["WXLOGIN_APPID"],
-            WXLOGIN_SECRET=os.environ["WXLOGIN_SECRET"],
-        )
-        if os.environ.get("CACHE_REDIS_URL"):
-            app.config.update(CACHE_TYPE="RedisCache", CACHE_REDIS_URL=os.environ["CACHE_REDIS_URL"])
-    else:
+    given = {name: os.environ[name] for name in REAL_SETTINGS if os.environ.get(name)}
+    if not given:
         _configure_demo_mode(app)
+    else:
+        missing = [name for name in REQUIRED_SETTINGS if name not in given]
+        if missing:
+            raise SystemExit(f"example_app: set {', '.join(missing)} too (or none of {', '.join(REAL_SETTINGS)} for the demo)")
+        app.config.update({name: given[name] for name in REQUIRED_SETTINGS})
+        if "CACHE_REDIS_URL" in given:
+            app.config.update(CACHE_TYPE="RedisCache", CACHE_REDIS_URL=given["CACHE_REDIS_URL"])
     wxlogin.init_app(app)
 
     @app.get("/me")

@@ -76,16 +76,7 @@ class WeChatClient:
         config = current_app.config
         url = config["WXLOGIN_API_BASE"].rstrip("/") + path
         timeout = config["WXLOGIN_HTTP_TIMEOUT"]
-        try:
-            with self.http.get(url, params=params, timeout=timeout, stream=True) as response:
-                body = _read_bounded(response)
-                status = response.status_code
-        except requests.Timeout:
-            raise _error(504, "wechat_timeout", "WeChat did not answer in time.") from None
-        except requests.ConnectionError:
-            raise _error(502, "wechat_unreachable", "WeChat could not be reached.") from None
-        except requests.RequestException:
-            raise _bad_response("The call to WeChat failed.") from None
+        body, status = _fetch(self.http, url, params, timeout)
         if status != 200:
             log.warning("WeChat %s answered HTTP %s", path, status)
             raise _bad_response(f"WeChat answered HTTP {status}.")
@@ -108,6 +99,24 @@ def errcode_error(errcode: Any) -> WeChatError:
     )
     log.warning("WeChat answered errcode %s (%s)", errcode, error)
     return _error(status, error, message, errcode if isinstance(errcode, int) else None)
+
+
+def _fetch(http: requests.Session, url: str, params: Dict[str, Any], timeout: float) -> Tuple[bytes, int]:
+    """GET ``url``: ``(body, status)``, or a :class:`WeChatError` with no trace of the URL.
+
+    requests' exceptions quote the URL, appsecret included, so the error is
+    raised outside the ``except`` block: not even ``__context__`` keeps them.
+    """
+    try:
+        with http.get(url, params=params, timeout=timeout, stream=True) as response:
+            return _read_bounded(response), response.status_code
+    except requests.Timeout:
+        error = _error(504, "wechat_timeout", "WeChat did not answer in time.")
+    except requests.ConnectionError:
+        error = _error(502, "wechat_unreachable", "WeChat could not be reached.")
+    except requests.RequestException:
+        error = _bad_response("The call to WeChat failed.")
+    raise error
 
 
 def _read_bounded(response: requests.Response) -> bytes:

@@ -60,7 +60,9 @@ class FakeWeChat:
         }
 
     def start(self) -> "FakeWeChat":
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
+        )
         self._thread.start()
         return self
 
