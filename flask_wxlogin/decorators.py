@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import functools
+import inspect
 from typing import Any, Callable, TypeVar, Union, cast
 
 from flask import current_app, g, has_request_context, request
@@ -23,25 +24,35 @@ def login_required(view: F) -> F:
     store that cannot be reached answers 503, never 401 and never access.
     """
 
+    is_async = inspect.iscoroutinefunction(view)
+
     @functools.wraps(view)
     def decorated(*args: Any, **kwargs: Any) -> Any:
-        if request.method not in EXEMPT_METHODS:
-            g._wxlogin_user = current_app.extensions["wxlogin"].authenticate()
-        return current_app.ensure_sync(view)(*args, **kwargs)
+        app = current_app._get_current_object()  # type: ignore[attr-defined]
+        environ = request.environ
+        if environ["REQUEST_METHOD"] not in EXEMPT_METHODS:
+            g._wxlogin_user = app.extensions["wxlogin"].authenticate_environ(app, environ)
+        if is_async:
+            return app.ensure_sync(view)(*args, **kwargs)
+        return view(*args, **kwargs)
 
     return cast(F, decorated)
 
 
 def _current_user() -> Union[WxUser, AnonymousWxUser]:
+    try:
+        return g._wxlogin_user  # type: ignore[no-any-return]
+    except AttributeError:
+        pass
+    except RuntimeError:  # no app context
+        return ANONYMOUS
     if not has_request_context():
         return ANONYMOUS
-    user = g.get("_wxlogin_user")
-    if user is None:
-        try:
-            user = current_app.extensions["wxlogin"].authenticate()
-        except Unauthorized:
-            user = ANONYMOUS
-        g._wxlogin_user = user
+    try:
+        user = current_app.extensions["wxlogin"].authenticate()
+    except Unauthorized:
+        user = ANONYMOUS
+    g._wxlogin_user = user
     return user
 
 

@@ -1,6 +1,7 @@
 """``WxLogin``: configuration, the cache, the blueprint, and authentication."""
 from __future__ import annotations
 
+import functools
 import logging
 import sys
 import weakref
@@ -26,12 +27,21 @@ REDIS_SOCKET_TIMEOUT = 1.0
 class _AppState:
     """What one app needs at request time."""
 
-    __slots__ = ("store", "client", "signer")
+    __slots__ = ("config", "store", "client", "signer")
 
-    def __init__(self, store: SessionStore) -> None:
+    def __init__(self, app: Flask, store: SessionStore) -> None:
+        self.config = app.config
         self.store = store
         self.client = WeChatClient()
         self.signer = SkeySigner()
+
+    def unsign(self, skey: str) -> str:
+        config = self.config
+        return self.signer.unsign(skey, config["SECRET_KEY"], config.get("SECRET_KEY_FALLBACKS") or ())
+
+    def sign(self, session_id: str) -> str:
+        config = self.config
+        return self.signer.sign(session_id, config["SECRET_KEY"], config.get("SECRET_KEY_FALLBACKS") or ())
 
 
 class WxLogin:
@@ -55,10 +65,10 @@ class WxLogin:
 
         try:
             config.apply_defaults(app.config)
-            store = SessionStore(_cache_backend(app, cache))
+            store = SessionStore(_cache_backend(app, cache), app.config)
         except ValueError as exc:
             raise ConfigurationError(f"flask-wxlogin: {exc}") from None
-        self._states[app] = _AppState(store)
+        self._states[app] = _AppState(app, store)
         app.extensions["wxlogin"] = self
         app.register_blueprint(blueprint, url_prefix=app.config["WXLOGIN_URL_PREFIX"])
         if WxLoginError not in app.error_handler_spec[None][None]:
@@ -110,21 +120,24 @@ class WxLogin:
         user_id = None if self._login_callback is None else self._login_callback(identity)
         if user_id is not None and not isinstance(user_id, (str, int)):
             raise TypeError("the on_login callback must return a str, an int or None")
-        previous = self._presented_session_id(state)
+        previous = _presented_session_id(state)
         user = state.store.create(identity.openid, identity.session_key, identity.unionid, user_id)
         if previous is not None:
             state.store.revoke(previous)
-        skey = state.signer.sign(user.session_id, *_keys())
         signals.user_logged_in.send(current_app._get_current_object(), user=user)  # type: ignore[attr-defined]
-        return user, skey
+        return user, state.sign(user.session_id)
 
     def authenticate(self) -> WxUser:
         """The session the request's skey names, or :class:`Unauthorized`."""
-        state = self._state()
-        skey = self._presented_skey()
+        return self.authenticate_environ(current_app._get_current_object(), request.environ)  # type: ignore[attr-defined]
+
+    def authenticate_environ(self, app: Flask, environ: "dict[str, Any]") -> WxUser:
+        """:meth:`authenticate` for callers that hold the app and WSGI environ already."""
+        state = self._states[app]
+        skey = _skey_in(environ, state.config)
         if skey is None:
             raise Unauthorized()
-        user = state.store.load(state.signer.unsign(skey, *_keys()))
+        user = state.store.load(state.unsign(skey))
         if user is None:
             raise Unauthorized(
                 "The session has expired or was ended; log in again.", error="session_expired"
@@ -134,30 +147,14 @@ class WxLogin:
     def logout(self) -> None:
         """End the session the request's skey names; an already-ended one is fine."""
         state = self._state()
-        skey = self._presented_skey()
+        skey = _presented_skey(state.config)
         if skey is None:
             raise Unauthorized()
-        session_id = state.signer.unsign(skey, *_keys())
+        session_id = state.unsign(skey)
         user = state.store.load(session_id)
         state.store.revoke(session_id)
         if user is not None:
             signals.user_logged_out.send(current_app._get_current_object(), user=user)  # type: ignore[attr-defined]
-
-    def _presented_skey(self) -> Optional[str]:
-        skey = request.headers.get(current_app.config["WXLOGIN_TOKEN_HEADER"], "").strip()
-        if not skey:
-            scheme, _, token = request.headers.get("Authorization", "").partition(" ")
-            skey = token.strip() if scheme.lower() == "bearer" else None
-        return skey or None
-
-    def _presented_session_id(self, state: _AppState) -> Optional[str]:
-        skey = self._presented_skey()
-        if skey is None:
-            return None
-        try:
-            return state.signer.unsign(skey, *_keys())
-        except Unauthorized:
-            return None
 
     # -- errors ----------------------------------------------------------------
 
@@ -175,9 +172,33 @@ class WxLogin:
         return response
 
 
-def _keys() -> "tuple[Any, Any]":
-    config = current_app.config
-    return config["SECRET_KEY"], config.get("SECRET_KEY_FALLBACKS") or ()
+def _presented_skey(config: Any) -> Optional[str]:
+    return _skey_in(request.environ, config)
+
+
+def _skey_in(environ: "dict[str, Any]", config: Any) -> Optional[str]:
+    """The skey from the configured header, else from ``Authorization: Bearer``."""
+    skey = environ.get(_environ_key(config["WXLOGIN_TOKEN_HEADER"]), "").strip()
+    if not skey:
+        scheme, _, token = environ.get("HTTP_AUTHORIZATION", "").partition(" ")
+        skey = token.strip() if scheme.lower() == "bearer" else ""
+    return skey or None
+
+
+@functools.lru_cache(maxsize=8)
+def _environ_key(header: str) -> str:
+    return "HTTP_" + header.upper().replace("-", "_")
+
+
+def _presented_session_id(state: _AppState) -> Optional[str]:
+    """The session id of a valid skey the request carries, if any."""
+    skey = _presented_skey(state.config)
+    if skey is None:
+        return None
+    try:
+        return state.unsign(skey)
+    except Unauthorized:
+        return None
 
 
 def _one_quick_retry() -> Any:

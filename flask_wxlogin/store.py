@@ -15,11 +15,10 @@ from __future__ import annotations
 import json
 import logging
 import time
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Mapping, Optional
 
 from cachelib import BaseCache, NullCache
 from cachelib import RedisCache as CachelibRedisCache
-from flask import current_app
 from flask_caching.backends.nullcache import NullCache as FlaskCachingNullCache
 
 from .errors import StoreUnavailable
@@ -118,18 +117,22 @@ def _unavailable(exc: BaseException) -> StoreUnavailable:
 class SessionStore:
     """Creates, loads (sliding the expiry), and revokes sessions."""
 
-    def __init__(self, cache: BaseCache, clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self, cache: BaseCache, config: Mapping[str, Any], clock: Callable[[], float] = time.time
+    ) -> None:
         if isinstance(cache, (NullCache, FlaskCachingNullCache)):
             raise ValueError("a NullCache keeps nothing and cannot hold login sessions")
         self.backend = (
             _RedisBackend(cache) if isinstance(cache, CachelibRedisCache) else _CacheBackend(cache)
         )
+        #: The app's config, read at each call.
+        self.config = config
         #: Seconds since the epoch; tests replace it to move time.
         self.clock = clock
 
     def create(self, openid: str, session_key: str, unionid: Optional[str], user_id: UserId) -> WxUser:
         """Store a new session under a fresh random id; :class:`StoreUnavailable` if it was not kept."""
-        config = current_app.config
+        config = self.config
         now = int(self.clock())
         session = WxUser(new_session_id(), openid, session_key, unionid, user_id, now, now)
         key = config["WXLOGIN_KEY_PREFIX"] + session.session_id
@@ -140,7 +143,7 @@ class SessionStore:
 
     def load(self, session_id: str) -> Optional[WxUser]:
         """The live session with this id, or ``None`` if it expired, was revoked or never was."""
-        config = current_app.config
+        config = self.config
         key = config["WXLOGIN_KEY_PREFIX"] + session_id
         raw = self.backend.get(key)
         if raw is None:
@@ -167,7 +170,7 @@ class SessionStore:
 
     def revoke(self, session_id: str) -> None:
         """End a session; ending one that is already gone is not an error."""
-        self.backend.delete(current_app.config["WXLOGIN_KEY_PREFIX"] + session_id)
+        self.backend.delete(self.config["WXLOGIN_KEY_PREFIX"] + session_id)
 
 
 def _encode(session: WxUser) -> str:

@@ -10,7 +10,8 @@ import hashlib
 import secrets
 from typing import Any, Optional, Sequence, Tuple
 
-from itsdangerous import BadSignature, Signer
+from itsdangerous import BadData, Signer
+from itsdangerous.encoding import base64_decode
 
 from .errors import Unauthorized
 
@@ -28,32 +29,56 @@ def new_session_id() -> str:
 
 
 class SkeySigner:
-    """Signs session ids and verifies skeys with the app's current keys."""
+    """Signs session ids and verifies skeys with the app's current keys.
+
+    An skey is ``<session id>.<signature>`` as itsdangerous' ``Signer`` makes
+    it (HMAC-SHA256, key derived from the secret and :data:`SALT` by HMAC).
+    Verifying runs on every protected request, so it uses the same signer's
+    parts with keys derived once per key set: ``Signer.unsign`` derives them
+    again on each call, a third of its cost.
+    """
 
     def __init__(self) -> None:
-        self._cached: Tuple[Tuple[Any, ...], Optional[Signer]] = ((), None)
+        self._cached: Tuple[Tuple[Any, ...], Optional[_Keys]] = ((), None)
 
-    def _for(self, secret_key: Any, fallbacks: Sequence[Any]) -> Signer:
+    def _for(self, secret_key: Any, fallbacks: Sequence[Any]) -> "_Keys":
         keys = (*fallbacks, secret_key)
-        cached_keys, signer = self._cached
-        if signer is None or keys != cached_keys:
-            signer = Signer(
-                list(keys), salt=SALT, key_derivation="hmac", digest_method=hashlib.sha256
-            )
-            self._cached = (keys, signer)
-        return signer
+        cached_keys, prepared = self._cached
+        if prepared is None or keys != cached_keys:
+            prepared = _Keys(keys)
+            self._cached = (keys, prepared)
+        return prepared
 
     def sign(self, session_id: str, secret_key: Any, fallbacks: Sequence[Any] = ()) -> str:
-        return self._for(secret_key, fallbacks).sign(session_id).decode("ascii")
+        return self._for(secret_key, fallbacks).signer.sign(session_id).decode("ascii")
 
     def unsign(self, skey: str, secret_key: Any, fallbacks: Sequence[Any] = ()) -> str:
         """The session id inside ``skey``, or :class:`Unauthorized` (``skey_invalid``)."""
         if len(skey) > MAX_SKEY_LENGTH:
             raise _invalid()
+        session_id, _, signature = skey.rpartition(".")
         try:
-            return self._for(secret_key, fallbacks).unsign(skey).decode("ascii")
-        except (BadSignature, UnicodeError):
+            signed = session_id.encode("ascii")
+            signature_bytes = base64_decode(signature)
+        except (BadData, UnicodeError):
             raise _invalid() from None
+        keys = self._for(secret_key, fallbacks)
+        for key in keys.newest_first:
+            if keys.signer.algorithm.verify_signature(key, signed, signature_bytes):
+                return session_id
+        raise _invalid()
+
+
+class _Keys:
+    """A ``Signer`` for one key set, and its derived keys, newest first."""
+
+    __slots__ = ("signer", "newest_first")
+
+    def __init__(self, keys: Sequence[Any]) -> None:
+        self.signer = Signer(
+            list(keys), salt=SALT, key_derivation="hmac", digest_method=hashlib.sha256
+        )
+        self.newest_first = [self.signer.derive_key(key) for key in reversed(self.signer.secret_keys)]
 
 
 def _invalid() -> Unauthorized:
