@@ -216,3 +216,12 @@ def test_a_pickle_planted_under_a_session_key_is_never_loaded(redis_app, redis_d
     redis_db.set(redis_prefix + skey.split(".")[0], b"!" + pickle.dumps(exploit))
     assert _load(redis_app, skey).status_code == 401
     assert not (tmp_path / "pwned").exists()
+
+
+def test_a_logout_on_one_worker_is_seen_by_the_next_request_on_another(redis_url, redis_prefix, wechat):
+    config = dict(CACHE_TYPE="RedisCache", CACHE_REDIS_URL=redis_url, WXLOGIN_KEY_PREFIX=redis_prefix)
+    worker_a, worker_b = make_app(**config).test_client(), make_app(**config).test_client()
+    skey = login(worker_a)
+    assert worker_b.get("/me", headers={"X-WX-Skey": skey}).status_code == 200
+    assert worker_a.post("/auth/logout", headers={"X-WX-Skey": skey}).status_code == 200
+    assert worker_b.get("/me", headers={"X-WX-Skey": skey}).status_code == 401
