@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 from typing import Any, Dict, NamedTuple, Optional, Tuple
 
 import requests
@@ -20,6 +21,10 @@ log = logging.getLogger("flask_wxlogin")
 
 #: A jscode2session answer is ~150 bytes; anything past this is not WeChat.
 MAX_RESPONSE_BYTES = 64 * 1024
+
+#: What WeChat's openids/unionids and base64 session_keys look like.
+_ID = re.compile(r"[A-Za-z0-9_-]{1,128}")
+_KEY = re.compile(r"[A-Za-z0-9+/=]{1,128}")
 
 #: code2Session errcodes -> (HTTP status, error, message). Others: 502 wechat_error.
 ERRCODES: Dict[int, Tuple[int, str, str]] = {
@@ -65,12 +70,13 @@ class WeChatClient:
             },
         )
         openid, session_key = answer.get("openid"), answer.get("session_key")
-        unionid = answer.get("unionid")
-        if not (_is_text(openid) and _is_text(session_key)) or not (
-            unionid is None or _is_text(unionid)
+        unionid = answer.get("unionid") or None
+        if not (
+            _matches(_ID, openid) and _matches(_KEY, session_key)
+            and (unionid is None or _matches(_ID, unionid))
         ):
-            raise _bad_response("WeChat's answer lacks an openid or session_key.")
-        return Identity(openid, session_key, unionid or None)
+            raise _bad_response("WeChat's answer lacks a well-formed openid or session_key.")
+        return Identity(openid, session_key, unionid)
 
     def _get_json(self, path: str, params: Dict[str, Any]) -> Dict[str, Any]:
         config = current_app.config
@@ -128,8 +134,8 @@ def _read_bounded(response: requests.Response) -> bytes:
     return body
 
 
-def _is_text(value: Any) -> bool:
-    return isinstance(value, str) and bool(value)
+def _matches(pattern: "re.Pattern[str]", value: Any) -> bool:
+    return isinstance(value, str) and pattern.fullmatch(value) is not None
 
 
 def _bad_response(message: str) -> WeChatError:

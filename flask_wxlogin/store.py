@@ -1,8 +1,12 @@
 """Server-side sessions in a flask-caching cache.
 
 A session is one cache key, ``<WXLOGIN_KEY_PREFIX><session id>``, whose value
-is a compact JSON array (never a pickle):
-``[openid, session_key, unionid, user_id, created_at, refreshed_at]``.
+is one line of text (never a pickle)::
+
+    openid|session_key|unionid|created_at|refreshed_at - created_at|user_id as JSON
+
+``unionid`` and ``user_id`` are empty when absent. WeChat's ids and keys hold
+no ``|`` (the client checks them), and ``user_id`` comes last, so it may.
 
 Sliding expiry without a write per request: the key lives for the idle
 timeout and is rewritten (with a fresh TTL) only once a tenth of that timeout
@@ -149,18 +153,17 @@ class SessionStore:
         if raw is None:
             return None
         try:
-            openid, session_key, unionid, user_id, created, refreshed = json.loads(raw)
-            now = int(self.clock())
-            age, idle_for = now - created, now - refreshed
-        except (ValueError, TypeError):
+            session = _decode(session_id, raw)
+        except (ValueError, UnicodeError):
             log.warning("unreadable session record; treating it as no session")
             return None
+        now = int(self.clock())
+        age, idle_for = now - session.created_at, now - session.refreshed_at
         idle = config["WXLOGIN_SESSION_IDLE_TIMEOUT"]
         max_age = config["WXLOGIN_SESSION_MAX_AGE"]
         if age >= max_age or idle_for >= idle:
             self.backend.delete(key)
             return None
-        session = WxUser(session_id, openid, session_key, unionid, user_id, created, refreshed)
         if idle_for >= idle * REFRESH_FRACTION:
             session.refreshed_at = now
             ttl = int(min(idle, max_age - age))
@@ -174,8 +177,22 @@ class SessionStore:
 
 
 def _encode(session: WxUser) -> str:
-    record: list[Any] = [
-        session.openid, session.session_key, session.unionid, session.user_id,
-        session.created_at, session.refreshed_at,
-    ]
-    return json.dumps(record, separators=(",", ":"))
+    user_id = "" if session.user_id is None else json.dumps(session.user_id)
+    return (
+        f"{session.openid}|{session.session_key}|{session.unionid or ''}|{session.created_at}"
+        f"|{session.refreshed_at - session.created_at}|{user_id}"
+    )
+
+
+def _decode(session_id: str, raw: Any) -> WxUser:
+    """The session in ``raw``; ValueError or UnicodeError if it is not one of ours."""
+    if isinstance(raw, bytes):
+        raw = raw.decode("utf-8")
+    openid, session_key, unionid, created, refreshed, user_id = raw.split("|", 5)
+    if not (openid and session_key):
+        raise ValueError("incomplete session record")
+    created_at = int(created)
+    return WxUser(
+        session_id, openid, session_key, unionid or None,
+        json.loads(user_id) if user_id else None, created_at, created_at + int(refreshed),
+    )

@@ -1,6 +1,8 @@
 """The app on a real loopback server, against a real HTTP stub of jscode2session, driven by requests."""
 from __future__ import annotations
 
+import base64
+
 import socket
 import threading
 import time
@@ -27,7 +29,7 @@ def openid_for(code: str) -> str:
 
 
 def session_key_for(code: str) -> str:
-    return "sk-" + code[::-1] + "=="
+    return base64.b64encode(code[::-1].encode()).decode()
 
 
 @pytest.fixture(scope="module")
@@ -214,7 +216,7 @@ def test_sequential_logins_reuse_one_pooled_connection_to_wechat(fake, serve):
 def test_slow_wechat_answers_504_within_the_timeout(fake, serve):
     def slow(params: Dict[str, str]) -> Tuple[int, Dict[str, Any]]:
         fake.release.wait(2)
-        return 200, {"openid": "late-openid", "session_key": "late-session-key=="}
+        return 200, {"openid": "late-openid", "session_key": "lateSessionKey=="}
 
     fake.answer = slow
     base = serve(app_for(fake.url, WXLOGIN_HTTP_TIMEOUT=0.5))

@@ -10,7 +10,7 @@ import time
 import pytest
 from cachelib import SimpleCache
 
-from .conftest import OPENID, SESSION_KEY, login, make_app
+from .conftest import OPENID, SESSION_KEY, UNIONID, login, make_app
 
 IDLE, MAX_AGE = 1000, 5000
 
@@ -46,26 +46,35 @@ def _store(app):
 
 
 def _record(app, skey):
-    """What the cache holds for the session, decoded."""
-    session_id = skey.split(".")[0]
-    with app.test_request_context():
-        raw = _store(app).backend.get(app.config["WXLOGIN_KEY_PREFIX"] + session_id)
-    return None if raw is None else json.loads(raw)
+    """What the cache holds for the session, as text."""
+    raw = _store(app).backend.get(app.config["WXLOGIN_KEY_PREFIX"] + skey.split(".")[0])
+    return raw.decode() if isinstance(raw, bytes) else raw
 
 
 def test_create_then_read(store_app, wechat):
     skey = login(store_app.test_client())
     assert _load(store_app, skey).get_json()["openid"] == OPENID
-    now = int(store_app.clock.now)
-    assert _record(store_app, skey) == [OPENID, SESSION_KEY, None, None, now, now]
+    assert _record(store_app, skey) == f"{OPENID}|{SESSION_KEY}||{int(store_app.clock.now)}|0|"
 
 
-def test_redis_holds_compact_json_under_the_prefixed_key_with_the_idle_ttl(redis_app, redis_db, redis_prefix, wechat):
+@pytest.mark.parametrize("user_id", [None, 7, "u|7", "\u7528\u6237"])
+def test_the_record_round_trips_every_user_id(store_app, wechat, user_id):
+    store_app.extensions["wxlogin"].on_login(lambda identity: user_id)
+    client = store_app.test_client()
+    skey = login(client)
+    store_app.clock.now += IDLE * 0.5  # a slide rewrites the record
+    assert client.get("/me", headers={"X-WX-Skey": skey}).get_json()["user_id"] == user_id
+    assert client.get("/me", headers={"X-WX-Skey": skey}).get_json()["user_id"] == user_id
+    assert _record(store_app, skey).endswith("|500|" + ("" if user_id is None else json.dumps(user_id)))
+
+
+def test_redis_holds_a_compact_line_under_the_prefixed_key_with_the_idle_ttl(redis_app, redis_db, redis_prefix, wechat):
+    wechat.ok(unionid=UNIONID)
     skey = login(redis_app.test_client())
     key = redis_prefix + skey.split(".")[0]
     raw = redis_db.get(key)
-    assert raw.startswith(b'["') and json.loads(raw)[:3] == [OPENID, SESSION_KEY, None]
-    assert len(raw) < 120
+    assert raw.decode().split("|")[:3] == [OPENID, SESSION_KEY, UNIONID]
+    assert len(raw) <= 100
     assert 0 < redis_db.ttl(key) <= redis_app.config["WXLOGIN_SESSION_IDLE_TIMEOUT"]
     assert [k for k in redis_db.scan_iter(match=redis_prefix + "*")] == [key.encode()]
 
@@ -84,8 +93,8 @@ def test_a_read_after_a_tenth_of_the_idle_timeout_slides_the_expiry(store_app, w
     for _ in range(8):  # 8 x 0.6 idle = 4.8 idle: alive throughout because it is used
         store_app.clock.now += IDLE * 0.6
         assert _load(store_app, skey).status_code == 200
-    record = _record(store_app, skey)
-    assert record[4] == int(start) and record[5] == int(store_app.clock.now)
+    created, refreshed_after = _record(store_app, skey).split("|")[3:5]
+    assert (int(created), int(refreshed_after)) == (int(start), int(store_app.clock.now - start))
 
 
 def test_an_idle_session_expires_and_is_deleted(store_app, wechat):
@@ -195,7 +204,10 @@ def test_a_write_the_cache_refuses_is_503_and_no_skey(wechat, caplog):
     assert "refused to keep a new session" in caplog.text
 
 
-@pytest.mark.parametrize("value", [b"not json", b'["too","short"]', b'{"o":1}', b'["a","b",null,null,"x","y"]'])
+@pytest.mark.parametrize("value", [
+    b"not a record", b"a|b|c", b"|key||1|0|", b"o|k||x|0|", b"o|k||1|y|", b"o|k||1|0|{bad json", b"o|\xff||1|0|",
+    b'["o","k",null,null,1,1]',
+])
 def test_an_unreadable_record_is_no_session(redis_app, redis_db, redis_prefix, wechat, value, caplog):
     skey = login(redis_app.test_client())
     redis_db.set(redis_prefix + skey.split(".")[0], value)
