@@ -69,8 +69,9 @@ class WeChatClient:
                 "grant_type": "authorization_code",
             },
         )
-        openid, session_key = answer.get("openid"), answer.get("session_key")
-        unionid = answer.get("unionid") or None
+        openid: Any = answer.get("openid")
+        session_key: Any = answer.get("session_key")
+        unionid: Any = answer.get("unionid") or None
         if not (
             _matches(_ID, openid) and _matches(_KEY, session_key)
             and (unionid is None or _matches(_ID, unionid))

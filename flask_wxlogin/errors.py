@@ -7,7 +7,7 @@ subclass).
 """
 from __future__ import annotations
 
-from typing import Optional
+from typing import Any, Dict, Optional
 
 
 #: ``Retry-After`` seconds sent with these statuses.
@@ -39,9 +39,9 @@ class WxLoginError(Exception):
         self.errcode = errcode
         super().__init__(self.message)
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> Dict[str, Any]:
         """The JSON body: ``code`` (the HTTP status as a string), ``error``, ``message``."""
-        body = {"code": str(self.status), "error": self.error, "message": self.message}
+        body: Dict[str, Any] = {"code": str(self.status), "error": self.error, "message": self.message}
         if self.errcode is not None:
             body["errcode"] = self.errcode
         return body

@@ -41,7 +41,7 @@ class FakeWeChat:
     def url(self) -> str:
         """The base URL to use as ``WXLOGIN_API_BASE``."""
         host, port = self._server.server_address[:2]
-        return f"http://{host}:{port}"
+        return f"http://{host!s}:{port}"
 
     def demo_answer(self, params: Dict[str, str]) -> Tuple[int, Dict[str, Any]]:
         if params.get("appid") != self.appid:
@@ -85,6 +85,8 @@ def _handler_for(fake: FakeWeChat) -> type:
         def do_GET(self) -> None:
             url = urlsplit(self.path)
             params = dict(parse_qsl(url.query))
+            status: int
+            body: Union[Dict[str, Any], bytes]
             if url.path != "/sns/jscode2session":
                 status, body = 404, {"errcode": 404, "errmsg": "not found"}
             else:
