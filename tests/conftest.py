@@ -4,6 +4,7 @@ from __future__ import annotations
 import shutil
 import socket
 import subprocess
+import threading
 import time
 import uuid
 from typing import Any, Callable, Dict, Iterator, Optional
@@ -13,6 +14,7 @@ import redis
 from flask import Blueprint, Flask
 
 from flask_wxlogin import WxLogin, current_wx_user, login_required
+from flask_wxlogin.testing import FakeWeChat
 
 APPID = "wx0123456789abcdef"
 APPSECRET = "appsecret-9f8e7d6c5b4a39281706f5e4d3c2b1a0"
@@ -104,6 +106,25 @@ def wechat(requests_mock: Any) -> FakeWeChatAPI:
     fake = FakeWeChatAPI(requests_mock)
     fake.ok()
     return fake
+
+
+@pytest.fixture(scope="module")
+def stub(request: Any) -> Iterator[FakeWeChat]:
+    """A real loopback stub of jscode2session for the module's ``APPID``/``APPSECRET``."""
+    module = request.module
+    with FakeWeChat(appid=getattr(module, "APPID", APPID), secret=getattr(module, "APPSECRET", APPSECRET)) as running:
+        yield running
+
+
+@pytest.fixture
+def fake(stub: FakeWeChat) -> Iterator[FakeWeChat]:
+    """The module's stub, reset; ``fake.release`` frees an answer still waiting at the end."""
+    handler = stub._server.RequestHandlerClass
+    stub.answer, stub.release = stub.demo_answer, threading.Event()  # type: ignore[attr-defined]
+    stub.calls.clear()
+    yield stub
+    stub.release.set()  # type: ignore[attr-defined]
+    stub._server.RequestHandlerClass = handler
 
 
 def login(client: Any, code: str = CODE, **kwargs: Any) -> str:

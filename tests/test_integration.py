@@ -32,23 +32,6 @@ def session_key_for(code: str) -> str:
     return base64.b64encode(code[::-1].encode()).decode()
 
 
-@pytest.fixture(scope="module")
-def stub() -> Iterator[FakeWeChat]:
-    with FakeWeChat(appid=APPID, secret=APPSECRET) as running:
-        yield running
-
-
-@pytest.fixture
-def fake(stub: FakeWeChat) -> Iterator[FakeWeChat]:
-    """The module's stub, reset; ``fake.release`` frees an answer still waiting at the end."""
-    handler = stub._server.RequestHandlerClass
-    stub.answer, stub.release = stub.demo_answer, threading.Event()  # type: ignore[attr-defined]
-    stub.calls.clear()
-    yield stub
-    stub.release.set()  # type: ignore[attr-defined]
-    stub._server.RequestHandlerClass = handler
-
-
 def per_code_answer(fake: FakeWeChat) -> Callable[[Dict[str, str]], Tuple[int, Dict[str, Any]]]:
     """WeChat's checks (via the stub's own), then an openid that names the code it came from."""
 

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import logging
 import socket
-import threading
 from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Tuple
 from urllib.parse import quote, quote_plus
 
@@ -75,21 +74,6 @@ def debug_logs(caplog, monkeypatch):
         caplog.set_level(logging.DEBUG, logger=name)
         monkeypatch.setattr(logging.getLogger(name), "propagate", True)
     return caplog
-
-
-@pytest.fixture(scope="module")
-def stub() -> Iterator[FakeWeChat]:
-    with FakeWeChat(appid=APPID, secret=APPSECRET) as running:
-        yield running
-
-
-@pytest.fixture
-def fake(stub: FakeWeChat) -> Iterator[FakeWeChat]:
-    """The module's stub, reset; ``fake.release`` frees an answer still waiting at the end."""
-    stub.answer, stub.release = stub.demo_answer, threading.Event()  # type: ignore[attr-defined]
-    stub.calls.clear()
-    yield stub
-    stub.release.set()  # type: ignore[attr-defined]
 
 
 @pytest.fixture
