@@ -62,12 +62,14 @@ def test_a_cache_not_initialised_on_the_app_is_refused():
         WxLogin(_bare_app(), cache=Cache())
 
 
+@pytest.mark.filterwarnings("ignore:Flask-Caching. CACHE_TYPE is set to NullCache")
 @pytest.mark.parametrize("config", [{"CACHE_TYPE": "NullCache"}, {"CACHE_TYPE": "flask_caching.backends.nullcache.NullCache"}])
 def test_a_null_cache_is_refused(config):
     with pytest.raises(ConfigurationError, match="NullCache keeps nothing"):
         WxLogin(_bare_app(**config))
 
 
+@pytest.mark.filterwarnings("ignore:Flask-Caching. CACHE_TYPE is set to NullCache")
 def test_a_passed_null_cache_is_refused():
     app = _bare_app(CACHE_TYPE="NullCache")
     with pytest.raises(ConfigurationError, match="NullCache"):
