@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import logging
 import re
+import time
 from typing import Any, Dict, NamedTuple, Optional, Tuple
 
 import requests
@@ -46,6 +47,9 @@ class Identity(NamedTuple):
     openid: str
     session_key: str
     unionid: Optional[str]
+
+    def __repr__(self) -> str:
+        return f"Identity(openid={self.openid!r}, unionid={self.unionid!r})"
 
 
 class WeChatClient:
@@ -94,18 +98,22 @@ class WeChatClient:
         if not isinstance(answer, dict):
             raise _bad_response("WeChat's answer is not a JSON object.")
         errcode = answer.get("errcode", 0)
+        if isinstance(errcode, str) and errcode.lstrip("-").isdigit():
+            errcode = int(errcode)
+        if isinstance(errcode, bool) or not isinstance(errcode, int):
+            raise _bad_response("WeChat's errcode is not a number.")
         if errcode:
             raise errcode_error(errcode)
         return answer
 
 
-def errcode_error(errcode: Any) -> WeChatError:
+def errcode_error(errcode: int) -> WeChatError:
     """The error for a WeChat ``errcode``."""
     status, error, message = ERRCODES.get(
         errcode, (502, "wechat_error", "WeChat refused the login.")
     )
     log.warning("WeChat answered errcode %s (%s)", errcode, error)
-    return _error(status, error, message, errcode if isinstance(errcode, int) else None)
+    return _error(status, error, message, errcode)
 
 
 def _fetch(http: requests.Session, url: str, params: Dict[str, Any], timeout: float) -> Tuple[bytes, int]:
@@ -115,8 +123,10 @@ def _fetch(http: requests.Session, url: str, params: Dict[str, Any], timeout: fl
     raised outside the ``except`` block: not even ``__context__`` keeps them.
     """
     try:
-        with http.get(url, params=params, timeout=timeout, stream=True) as response:
-            return _read_bounded(response), response.status_code
+        with http.get(
+            url, params=params, timeout=timeout, stream=True, allow_redirects=False
+        ) as response:
+            return _read_bounded(response, time.monotonic() + timeout), response.status_code
     except requests.Timeout:
         error = _error(504, "wechat_timeout", "WeChat did not answer in time.")
     except requests.ConnectionError:
@@ -126,12 +136,15 @@ def _fetch(http: requests.Session, url: str, params: Dict[str, Any], timeout: fl
     raise error
 
 
-def _read_bounded(response: requests.Response) -> bytes:
+def _read_bounded(response: requests.Response, deadline: float) -> bytes:
+    """At most :data:`MAX_RESPONSE_BYTES` of the body, read before ``deadline``."""
     body = b""
-    for chunk in response.iter_content(chunk_size=8192):
+    for chunk in response.iter_content(chunk_size=1024):
         body += chunk
         if len(body) > MAX_RESPONSE_BYTES:
             raise requests.RequestException("response too large")
+        if time.monotonic() > deadline:
+            raise requests.Timeout("response too slow")
     return body
 
 

@@ -24,7 +24,7 @@ DEFAULTS: Dict[str, Any] = {
     "WXLOGIN_KEY_PREFIX": "wxl:",
 }
 
-_NUMBERS = ("WXLOGIN_HTTP_TIMEOUT", "WXLOGIN_SESSION_IDLE_TIMEOUT", "WXLOGIN_SESSION_MAX_AGE")
+_SECONDS = ("WXLOGIN_SESSION_IDLE_TIMEOUT", "WXLOGIN_SESSION_MAX_AGE")
 
 
 def apply_defaults(config: Dict[str, Any]) -> None:
@@ -34,10 +34,13 @@ def apply_defaults(config: Dict[str, Any]) -> None:
     for key in ("WXLOGIN_APPID", "WXLOGIN_SECRET", "SECRET_KEY"):
         if not config.get(key) or not isinstance(config[key], (str, bytes)):
             raise ValueError(f"{key} must be set to a non-empty string")
-    for key in _NUMBERS:
+    timeout = config["WXLOGIN_HTTP_TIMEOUT"]
+    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or timeout <= 0:
+        raise ValueError(f"WXLOGIN_HTTP_TIMEOUT must be a positive number of seconds, not {timeout!r}")
+    for key in _SECONDS:
         value = config[key]
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
-            raise ValueError(f"{key} must be a positive number of seconds, not {value!r}")
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"{key} must be a whole number of seconds, at least 1, not {value!r}")
     if config["WXLOGIN_SESSION_MAX_AGE"] < config["WXLOGIN_SESSION_IDLE_TIMEOUT"]:
         raise ValueError("WXLOGIN_SESSION_MAX_AGE must not be shorter than WXLOGIN_SESSION_IDLE_TIMEOUT")
     for key in ("WXLOGIN_TOKEN_HEADER", "WXLOGIN_KEY_PREFIX", "WXLOGIN_API_BASE"):

@@ -118,7 +118,7 @@ class WxLogin:
         state = self._state()
         identity = state.client.code2session(code)
         user_id = None if self._login_callback is None else self._login_callback(identity)
-        if user_id is not None and not isinstance(user_id, (str, int)):
+        if user_id is not None and (isinstance(user_id, bool) or not isinstance(user_id, (str, int))):
             raise TypeError("the on_login callback must return a str, an int or None")
         previous = _presented_session_id(state)
         user = state.store.create(identity.openid, identity.session_key, identity.unionid, user_id)
@@ -147,7 +147,7 @@ class WxLogin:
     def logout(self) -> None:
         """End the session the request's skey names; an already-ended one is fine."""
         state = self._state()
-        skey = _presented_skey(state.config)
+        skey = _skey_in(request.environ, state.config)
         if skey is None:
             raise Unauthorized()
         session_id = state.unsign(skey)
@@ -169,11 +169,9 @@ class WxLogin:
             response.headers["Retry-After"] = str(RETRY_AFTER[error.status])
         if error.status == 401:
             response.headers["WWW-Authenticate"] = 'Bearer realm="wxlogin"'
+        if error.status == 405:
+            response.headers["Allow"] = "POST, OPTIONS"
         return response
-
-
-def _presented_skey(config: Any) -> Optional[str]:
-    return _skey_in(request.environ, config)
 
 
 def _skey_in(environ: "dict[str, Any]", config: Any) -> Optional[str]:
@@ -192,7 +190,7 @@ def _environ_key(header: str) -> str:
 
 def _presented_session_id(state: _AppState) -> Optional[str]:
     """The session id of a valid skey the request carries, if any."""
-    skey = _presented_skey(state.config)
+    skey = _skey_in(request.environ, state.config)
     if skey is None:
         return None
     try:
@@ -231,6 +229,12 @@ def _cache_backend(app: Flask, cache: Union[Cache, BaseCache, None]) -> BaseCach
         overrides: "dict[str, Any]" = {}
         if "CACHE_KEY_PREFIX" not in app.config:
             overrides["CACHE_KEY_PREFIX"] = ""
+        if "CACHE_THRESHOLD" not in app.config:
+            # cachelib evicts live entries past 500; sessions must stay until they time out.
+            if "SimpleCache" in str(app.config["CACHE_TYPE"]):
+                overrides["CACHE_THRESHOLD"] = sys.maxsize
+            elif "FileSystemCache" in str(app.config["CACHE_TYPE"]):
+                overrides["CACHE_THRESHOLD"] = 0
         if "redis" in str(app.config["CACHE_TYPE"]).lower():
             options = dict(app.config.get("CACHE_OPTIONS") or {})
             options.setdefault("socket_timeout", REDIS_SOCKET_TIMEOUT)

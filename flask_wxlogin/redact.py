@@ -37,8 +37,8 @@ class RedactingFilter(logging.Filter):
 _FILTER = RedactingFilter()
 
 
-def install(logger_name: str = "urllib3.connectionpool") -> None:
-    """Attach the filter to ``logger_name`` once."""
-    logger = logging.getLogger(logger_name)
+def install() -> None:
+    """Attach the filter to urllib3's connection-pool logger, once."""
+    logger = logging.getLogger("urllib3.connectionpool")
     if _FILTER not in logger.filters:
         logger.addFilter(_FILTER)

@@ -16,12 +16,13 @@ full timeout; ``WXLOGIN_SESSION_MAX_AGE`` after login it ends regardless.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import time
-from typing import Any, Callable, Mapping, Optional
+from typing import Any, Callable, Mapping, Optional, Tuple, Type
 
-from cachelib import BaseCache, NullCache
+from cachelib import BaseCache, NullCache, SimpleCache
 from cachelib import RedisCache as CachelibRedisCache
 from flask_caching.backends.nullcache import NullCache as FlaskCachingNullCache
 
@@ -35,7 +36,24 @@ log = logging.getLogger("flask_wxlogin")
 REFRESH_FRACTION = 0.1
 
 
-class _RedisBackend:
+class _Backend:
+    """Turns any failure of a cache call into :class:`StoreUnavailable`.
+
+    The error is raised outside the ``except`` block, so not even its
+    ``__context__`` carries the backend's exception text.
+    """
+
+    errors: Tuple[Type[BaseException], ...] = (Exception,)
+
+    def _call(self, method: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        try:
+            return method(*args, **kwargs)
+        except self.errors as exc:
+            error = _unavailable(exc)
+        raise error
+
+
+class _RedisBackend(_Backend):
     """Redis through the client flask-caching built, bypassing its pickle serializer.
 
     Every command goes to the write client: a replica may not have a new
@@ -47,70 +65,63 @@ class _RedisBackend:
 
         self._cache = cache
         self._client = cache._write_client
-        self._errors = (RedisError, OSError)
+        self.errors = (RedisError, OSError)
 
     def _key(self, key: str) -> str:
         return self._cache._get_prefix() + key
 
     def get(self, key: str) -> Optional[bytes]:
-        try:
-            return self._client.get(self._key(key))
-        except self._errors as exc:
-            raise _unavailable(exc) from exc
+        return self._call(self._client.get, self._key(key))  # type: ignore[no-any-return]
 
     def add(self, key: str, value: str, ttl: int) -> bool:
-        try:
-            return bool(self._client.set(self._key(key), value, ex=ttl, nx=True))
-        except self._errors as exc:
-            raise _unavailable(exc) from exc
+        return bool(self._call(self._client.set, self._key(key), value, ex=ttl, nx=True))
 
     def replace(self, key: str, value: str, ttl: int) -> bool:
-        try:
-            return bool(self._client.set(self._key(key), value, ex=ttl, xx=True))
-        except self._errors as exc:
-            raise _unavailable(exc) from exc
+        return bool(self._call(self._client.set, self._key(key), value, ex=ttl, xx=True))
 
     def delete(self, key: str) -> None:
-        try:
-            self._client.delete(self._key(key))
-        except self._errors as exc:
-            raise _unavailable(exc) from exc
+        self._call(self._client.delete, self._key(key))
 
 
-class _CacheBackend:
+class _CacheBackend(_Backend):
     """Any other cachelib cache, through its public API.
 
     Which exceptions a backend raises when its server is gone is the
     backend's business, so any exception from a cache call is an outage.
+    Backends that swallow their own errors (cachelib's FileSystemCache
+    reads) report an outage as a missing session.
     """
+
+    #: The embedded default drops expired sessions once per this many logins.
+    SWEEP_EVERY = 1024
 
     def __init__(self, cache: BaseCache) -> None:
         self._cache = cache
+        self._adds = 0
 
     def get(self, key: str) -> Optional[str]:
-        try:
-            value = self._cache.get(key)
-        except Exception as exc:
-            raise _unavailable(exc) from exc
+        value = self._call(self._cache.get, key)
         return value if isinstance(value, str) else None
 
     def add(self, key: str, value: str, ttl: int) -> bool:
-        try:
-            return bool(self._cache.add(key, value, timeout=ttl))
-        except Exception as exc:
-            raise _unavailable(exc) from exc
+        self._adds += 1
+        if self._adds % self.SWEEP_EVERY == 0 and isinstance(self._cache, SimpleCache):
+            self._sweep(self._cache)
+        return bool(self._call(self._cache.add, key, value, timeout=ttl))
 
     def replace(self, key: str, value: str, ttl: int) -> bool:
-        try:
-            return self._cache.has(key) and bool(self._cache.set(key, value, timeout=ttl))
-        except Exception as exc:
-            raise _unavailable(exc) from exc
+        return bool(self._call(self._cache.has, key)) and bool(
+            self._call(self._cache.set, key, value, timeout=ttl)
+        )
 
     def delete(self, key: str) -> None:
-        try:
-            self._cache.delete(key)
-        except Exception as exc:
-            raise _unavailable(exc) from exc
+        self._call(self._cache.delete, key)
+
+    @staticmethod
+    def _sweep(cache: SimpleCache) -> None:
+        """Drop expired entries: with no size threshold, cachelib never prunes."""
+        with getattr(cache, "_lock", contextlib.nullcontext()):
+            cache._remove_expired(time.time())
 
 
 def _unavailable(exc: BaseException) -> StoreUnavailable:

@@ -38,8 +38,11 @@ def logout() -> Response:
     return _ok({})
 
 
-@blueprint.route("/login", methods=["GET", "PUT", "PATCH", "DELETE"])
-@blueprint.route("/logout", methods=["GET", "PUT", "PATCH", "DELETE"])
+_NOT_POST = ["GET", "PUT", "PATCH", "DELETE", "TRACE", "CONNECT"]
+
+
+@blueprint.route("/login", methods=_NOT_POST)
+@blueprint.route("/logout", methods=_NOT_POST)
 def wrong_method() -> Response:
     raise BadLoginRequest(
         f"Use POST, not {request.method}.", error="method_not_allowed", status=405
@@ -70,7 +73,7 @@ def _code_from_body(raw: bytes) -> Optional[Any]:
         return text
     try:
         data = json.loads(text)
-    except ValueError:
+    except (ValueError, RecursionError):
         if text[0] in '{["':
             raise _body_invalid("The request body is not valid JSON.") from None
         return text

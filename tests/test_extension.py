@@ -90,6 +90,7 @@ def test_missing_credentials_are_refused_by_name(key, value):
     [
         ("WXLOGIN_HTTP_TIMEOUT", 0), ("WXLOGIN_HTTP_TIMEOUT", "5"), ("WXLOGIN_HTTP_TIMEOUT", True),
         ("WXLOGIN_SESSION_IDLE_TIMEOUT", -1), ("WXLOGIN_SESSION_MAX_AGE", None),
+        ("WXLOGIN_SESSION_IDLE_TIMEOUT", 0.5), ("WXLOGIN_SESSION_MAX_AGE", 3600.5), ("WXLOGIN_SESSION_IDLE_TIMEOUT", 0),
         ("WXLOGIN_TOKEN_HEADER", ""), ("WXLOGIN_KEY_PREFIX", 3), ("WXLOGIN_API_BASE", ""),
     ],
 )
@@ -154,3 +155,35 @@ def test_the_seed_backends_bugs_are_not_ours(wechat):
     response = client.post("/auth/login", json={"code": "abc"})
     assert response.status_code == 401 and "openid" not in response.get_json()
     assert OPENID not in response.get_data(as_text=True)
+
+
+@pytest.mark.parametrize("cache_type", ["SimpleCache", "FileSystemCache"])
+def test_an_app_chosen_local_cache_keeps_more_sessions_than_cachelibs_threshold(cache_type, tmp_path, wechat):
+    app = make_app(CACHE_TYPE=cache_type, CACHE_DIR=str(tmp_path))
+    client = app.test_client()
+    skeys = [login(client, code=f"c{i}") for i in range(600)]
+    assert all(client.get("/me", headers={"X-WX-Skey": skey}).status_code == 200 for skey in skeys[:50])
+
+
+def test_the_embedded_default_drops_expired_sessions(monkeypatch, wechat):
+    from flask_wxlogin import store as store_module
+
+    monkeypatch.setattr(store_module._CacheBackend, "SWEEP_EVERY", 10)
+    app = make_app()
+    client = app.test_client()
+    for i in range(9):
+        login(client, code=f"old{i}")
+    (backend,) = app.extensions["cache"].values()
+    assert len(backend._cache) == 9
+
+    import time
+
+    class Later:
+        @staticmethod
+        def time():
+            return time.time() + 2 * DEFAULTS["WXLOGIN_SESSION_IDLE_TIMEOUT"]
+
+    monkeypatch.setattr(store_module, "time", Later)
+    skey = login(client, code="new")
+    assert len(backend._cache) == 1
+    assert client.get("/me", headers={"X-WX-Skey": skey}).status_code == 200

@@ -101,6 +101,7 @@ def test_each_login_gets_a_fresh_unrelated_session_id(client, wechat, app):
         pytest.param({"data": "abc#frag", "content_type": "text/plain"}, 400, "code_malformed", id="bare-hash"),
         pytest.param({"data": '{"code": ', "content_type": "application/json"}, 400, "body_invalid", id="broken-json"),
         pytest.param({"json": [CODE]}, 400, "body_invalid", id="json-list"),
+        pytest.param({"data": "[" * 3000, "content_type": "application/json"}, 400, "body_invalid", id="deeply-nested-json"),
         pytest.param({"json": 42.5}, 400, "body_invalid", id="json-number"),
         pytest.param({"data": b"\xff\xfe\x00", "content_type": "application/json"}, 400, "body_invalid", id="not-utf8"),
         pytest.param({"data": "c" * 5000, "content_type": "text/plain"}, 413, "body_too_large", id="oversized-body"),
@@ -114,12 +115,14 @@ def test_bad_login_requests_are_4xx_and_never_reach_wechat(client, wechat, kwarg
     assert wechat.calls == 0
 
 
-@pytest.mark.parametrize("method", ["get", "put", "patch", "delete"])
+@pytest.mark.parametrize("method", ["GET", "PUT", "PATCH", "DELETE", "TRACE", "HEAD"])
 @pytest.mark.parametrize("path", ["/auth/login", "/auth/logout"])
 def test_wrong_method_is_a_json_405(client, wechat, method, path):
-    response = getattr(client, method)(path)
+    response = client.open(path, method=method)
     assert response.status_code == 405
-    assert response.get_json()["error"] == "method_not_allowed"
+    assert response.headers["Allow"] == "POST, OPTIONS"
+    if method != "HEAD":
+        assert response.get_json()["error"] == "method_not_allowed"
     assert wechat.calls == 0
 
 
@@ -136,6 +139,21 @@ def test_every_wechat_errcode_maps_to_a_status_and_error(client, wechat, errcode
     assert body["code"] == str(status)
     if status in (429, 502, 503):
         assert int(response.headers["Retry-After"]) > 0
+
+
+@pytest.mark.parametrize("errcode, status, error", [("40029", 401, "code_invalid"), ("-1", 503, "wechat_busy"), ("0", 200, None)])
+def test_an_errcode_sent_as_text_counts_as_the_number(client, wechat, errcode, status, error):
+    wechat.answer(json={"errcode": errcode, "openid": OPENID, "session_key": SESSION_KEY})
+    response = client.post("/auth/login", json={"code": CODE})
+    assert response.status_code == status
+    assert response.get_json().get("error") == error
+
+
+def test_identity_repr_hides_the_session_key():
+    from flask_wxlogin import Identity
+
+    text = repr(Identity(OPENID, SESSION_KEY, UNIONID))
+    assert OPENID in text and UNIONID in text and SESSION_KEY not in text
 
 
 def test_the_documented_errcodes_have_the_issues_statuses():
@@ -162,6 +180,10 @@ def test_the_documented_errcodes_have_the_issues_statuses():
         pytest.param({"json": {"openid": OPENID, "session_key": "k|ey"}}, 502, "wechat_bad_response", id="session-key-not-base64"),
         pytest.param({"json": {"openid": OPENID, "session_key": SESSION_KEY, "unionid": "u n"}}, 502, "wechat_bad_response", id="unionid-odd-chars"),
         pytest.param({"content": b"{" + b" " * 70000 + b"}"}, 502, "wechat_bad_response", id="oversized-answer"),
+        pytest.param({"json": {"errcode": [1], "errmsg": "x"}}, 502, "wechat_bad_response", id="errcode-list"),
+        pytest.param({"json": {"errcode": True}}, 502, "wechat_bad_response", id="errcode-bool"),
+        pytest.param({"json": {"errcode": "abc"}}, 502, "wechat_bad_response", id="errcode-text"),
+        pytest.param({"status_code": 302, "headers": {"Location": "https://evil.test/"}}, 502, "wechat_bad_response", id="redirect-not-followed"),
         pytest.param({"exc": requests.ConnectTimeout}, 504, "wechat_timeout", id="connect-timeout"),
         pytest.param({"exc": requests.ReadTimeout}, 504, "wechat_timeout", id="read-timeout"),
         pytest.param({"exc": requests.ConnectionError}, 502, "wechat_unreachable", id="connection-error"),
@@ -204,8 +226,9 @@ def test_on_login_hook_keeps_the_apps_user_id(app, wechat):
     assert client.get("/profile", headers={"X-WX-Skey": skey}).get_json()["user"] == {"id": 42, "name": "Ada"}
 
 
-def test_on_login_hook_returning_an_object_is_refused_before_storing(app, wechat):
-    app.extensions["wxlogin"].on_login(lambda identity: object())
+@pytest.mark.parametrize("returned", [object(), True, 1.5, ["id"]])
+def test_on_login_hook_returning_a_non_id_is_refused_before_storing(app, wechat, returned):
+    app.extensions["wxlogin"].on_login(lambda identity: returned)
     with pytest.raises(TypeError, match="str, an int or None"):
         app.test_client().post("/auth/login", json={"code": CODE})
     assert all(len(b._cache) == 0 for b in app.extensions["cache"].values())

@@ -190,6 +190,17 @@ def test_unreachable_redis_is_503_never_401(wechat, path, method):
     assert response.headers["Retry-After"] == "5"
 
 
+def test_a_store_outage_error_carries_no_backend_exception(wechat):
+    from flask_wxlogin import user_login_failed
+
+    app = make_app(CACHE_TYPE="RedisCache", CACHE_REDIS_URL="redis://:hunter2@127.0.0.1:1/0")
+    errors = []
+    with user_login_failed.connected_to(lambda sender, error: errors.append(error), app):
+        assert app.test_client().post("/auth/login", json={"code": "abc"}).status_code == 503
+    (error,) = errors
+    assert error.__cause__ is None and error.__context__ is None
+
+
 class RefusingCache(SimpleCache):
     def add(self, key, value, timeout=None):
         return False
