@@ -61,6 +61,7 @@ class WxLogin:
 
     def init_app(self, app: Flask, cache: Union[Cache, BaseCache, None] = None) -> None:
         """Check the config, set up the session cache and mount the login blueprint."""
+        from .cli import wxlogin_cli
         from .views import blueprint
 
         try:
@@ -71,6 +72,7 @@ class WxLogin:
         self._states[app] = _AppState(app, store)
         app.extensions["wxlogin"] = self
         app.register_blueprint(blueprint, url_prefix=app.config["WXLOGIN_URL_PREFIX"])
+        app.cli.add_command(wxlogin_cli)
         if WxLoginError not in app.error_handler_spec[None][None]:
             app.register_error_handler(WxLoginError, self.error_response)
         redact.install()
@@ -155,6 +157,10 @@ class WxLogin:
         state.store.revoke(session_id)
         if user is not None:
             signals.user_logged_out.send(current_app._get_current_object(), user=user)  # type: ignore[attr-defined]
+
+    def logout_all(self, openid: str) -> int:
+        """End every session of ``openid`` (inside an app context); how many there were."""
+        return self._state().store.end_all(openid)
 
     # -- errors ----------------------------------------------------------------
 

@@ -8,6 +8,11 @@ is one line of text (never a pickle)::
 ``unionid`` and ``user_id`` are empty when absent. WeChat's ids and keys hold
 no ``|`` (the client checks them), and ``user_id`` comes last, so it may.
 
+Each user also has an index key, ``<WXLOGIN_KEY_PREFIX>u:<openid>``, listing
+their session ids (a Redis set; a space-separated string elsewhere), kept
+for ``WXLOGIN_SESSION_MAX_AGE`` after their latest login, so
+:meth:`SessionStore.end_all` needs no key scan.
+
 Sliding expiry without a write per request: the key lives for the idle
 timeout and is rewritten (with a fresh TTL) only once a tenth of that timeout
 has passed since the last rewrite. A session is therefore alive for at least
@@ -20,7 +25,7 @@ import contextlib
 import json
 import logging
 import time
-from typing import Any, Callable, Mapping, Optional, Tuple, Type
+from typing import Any, Callable, List, Mapping, Optional, Tuple, Type
 
 from cachelib import BaseCache, NullCache, SimpleCache
 from cachelib import RedisCache as CachelibRedisCache
@@ -82,6 +87,15 @@ class _RedisBackend(_Backend):
     def delete(self, key: str) -> None:
         self._call(self._client.delete, self._key(key))
 
+    def index_add(self, key: str, member: str, ttl: int) -> None:
+        pipe = self._client.pipeline(transaction=False)
+        pipe.sadd(self._key(key), member)
+        pipe.expire(self._key(key), ttl)
+        self._call(pipe.execute)
+
+    def index_members(self, key: str) -> List[str]:
+        return [m.decode() for m in self._call(self._client.smembers, self._key(key))]
+
 
 class _CacheBackend(_Backend):
     """Any other cachelib cache, through its public API.
@@ -117,6 +131,14 @@ class _CacheBackend(_Backend):
     def delete(self, key: str) -> None:
         self._call(self._cache.delete, key)
 
+    def index_add(self, key: str, member: str, ttl: int) -> None:
+        members = self.index_members(key)
+        self._call(self._cache.set, key, " ".join([*members, member]), timeout=ttl)
+
+    def index_members(self, key: str) -> List[str]:
+        value = self._call(self._cache.get, key)
+        return value.split() if isinstance(value, str) else []
+
     @staticmethod
     def _sweep(cache: SimpleCache) -> None:
         """Drop expired entries: with no size threshold, cachelib never prunes."""
@@ -151,10 +173,24 @@ class SessionStore:
         now = int(self.clock())
         session = WxUser(new_session_id(), openid, session_key, unionid, user_id, now, now)
         key = config["WXLOGIN_KEY_PREFIX"] + session.session_id
-        if not self.backend.add(key, _encode(session), int(config["WXLOGIN_SESSION_IDLE_TIMEOUT"])):
+        if not self.backend.add(key, _encode(session), config["WXLOGIN_SESSION_IDLE_TIMEOUT"]):
             log.error("session store refused to keep a new session")
             raise StoreUnavailable()
+        self.backend.index_add(self._index_key(openid), session.session_id, config["WXLOGIN_SESSION_MAX_AGE"])
         return session
+
+    def end_all(self, openid: str) -> int:
+        """End every session of ``openid`` through its index, without scanning keys."""
+        index = self._index_key(openid)
+        session_ids = self.backend.index_members(index)
+        for session_id in session_ids:
+            self.revoke(session_id)
+        self.backend.delete(index)
+        return len(session_ids)
+
+    def _index_key(self, openid: str) -> str:
+        """The key listing a user's session ids; ``u:`` cannot start a session id's key."""
+        return f"{self.config['WXLOGIN_KEY_PREFIX']}u:{openid}"
 
     def load(self, session_id: str) -> Optional[WxUser]:
         """The live session with this id, or ``None`` if it expired, was revoked or never was."""

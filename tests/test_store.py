@@ -76,7 +76,9 @@ def test_redis_holds_a_compact_line_under_the_prefixed_key_with_the_idle_ttl(red
     assert raw.decode().split("|")[:3] == [OPENID, SESSION_KEY, UNIONID]
     assert len(raw) <= 100
     assert 0 < redis_db.ttl(key) <= redis_app.config["WXLOGIN_SESSION_IDLE_TIMEOUT"]
-    assert [k for k in redis_db.scan_iter(match=redis_prefix + "*")] == [key.encode()]
+    assert sorted(redis_db.scan_iter(match=redis_prefix + "*")) == sorted(
+        [key.encode(), f"{redis_prefix}u:{OPENID}".encode()]
+    )
 
 
 def test_reads_within_a_tenth_of_the_idle_timeout_write_nothing(store_app, wechat):
@@ -148,7 +150,7 @@ def test_embedded_default_keeps_more_sessions_than_cachelibs_default_threshold(w
     skeys = [login(client, code=f"code{i}") for i in range(600)]
     assert all(_load(app, skey).status_code == 200 for skey in skeys[:5] + skeys[-5:])
     (backend,) = app.extensions["cache"].values()
-    assert len(backend._cache) == 600
+    assert len(backend._cache) == 601  # 600 sessions and the user's index
 
 
 @pytest.fixture
@@ -248,3 +250,61 @@ def test_a_logout_on_one_worker_is_seen_by_the_next_request_on_another(redis_url
     assert worker_b.get("/me", headers={"X-WX-Skey": skey}).status_code == 200
     assert worker_a.post("/auth/logout", headers={"X-WX-Skey": skey}).status_code == 200
     assert worker_b.get("/me", headers={"X-WX-Skey": skey}).status_code == 401
+
+
+def test_logout_all_ends_every_session_of_one_user_and_no_one_elses(store_app, wechat):
+    client = store_app.test_client()
+    mine = [login(client) for _ in range(3)]
+    wechat.ok(openid="oSomeoneElse000000000000000")
+    theirs = login(client)
+    with store_app.app_context():
+        assert store_app.extensions["wxlogin"].logout_all(OPENID) == 3
+        assert store_app.extensions["wxlogin"].logout_all(OPENID) == 0
+    assert [_load(store_app, skey).status_code for skey in mine] == [401, 401, 401]
+    assert _load(store_app, theirs).status_code == 200
+    wechat.ok()
+    assert _load(store_app, login(client)).status_code == 200
+
+
+def test_logout_all_reads_one_index_and_scans_nothing(redis_app, wechat, counted_commands):
+    client = redis_app.test_client()
+    for _ in range(2):
+        login(client)
+    counted_commands.clear()
+    with redis_app.app_context():
+        redis_app.extensions["wxlogin"].logout_all(OPENID)
+    assert counted_commands == ["SMEMBERS", "DEL", "DEL", "DEL"]
+
+
+def test_the_user_index_expires_with_the_max_age(redis_app, redis_db, redis_prefix, wechat):
+    login(redis_app.test_client())
+    ttl = redis_db.ttl(f"{redis_prefix}u:{OPENID}")
+    assert redis_app.config["WXLOGIN_SESSION_MAX_AGE"] - 5 < ttl <= redis_app.config["WXLOGIN_SESSION_MAX_AGE"]
+
+
+def test_logout_all_cli_command(redis_app, wechat):
+    skey = login(redis_app.test_client())
+    result = redis_app.test_cli_runner().invoke(args=["wxlogin", "logout-all", OPENID])
+    assert result.exit_code == 0 and "ended 1 session(s)" in result.output
+    assert _load(redis_app, skey).status_code == 401
+
+
+def test_a_hung_redis_cannot_hang_a_worker():
+    """A server that accepts and never answers: the request ends in 503 within the socket timeouts."""
+    import socket
+    import threading
+
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(8)
+    held = []
+    threading.Thread(target=lambda: [held.append(listener.accept()) for _ in range(4)], daemon=True).start()
+    app = make_app(CACHE_TYPE="RedisCache", CACHE_REDIS_URL=f"redis://127.0.0.1:{listener.getsockname()[1]}/0")
+    with app.test_request_context():
+        skey = app.extensions["wxlogin"]._state().sign("some-session-id")
+    started = time.monotonic()
+    response = app.test_client().get("/me", headers={"X-WX-Skey": skey})
+    elapsed = time.monotonic() - started
+    listener.close()
+    assert response.status_code == 503
+    assert 0.9 < elapsed < 3.5  # 1 s socket timeout, one retry
