@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import logging
 import re
-import time
 from typing import Any, Dict, NamedTuple, Optional, Tuple
 
 import requests
@@ -17,11 +16,9 @@ from flask import current_app
 from requests.adapters import HTTPAdapter
 
 from .errors import WeChatError
+from .transport import bad_response, fetch, wechat_error
 
 log = logging.getLogger("flask_wxlogin")
-
-#: A jscode2session answer is ~150 bytes; anything past this is not WeChat.
-MAX_RESPONSE_BYTES = 64 * 1024
 
 #: What WeChat's openids/unionids and base64 session_keys look like.
 _ID = re.compile(r"[A-Za-z0-9_-]{1,128}")
@@ -80,28 +77,28 @@ class WeChatClient:
             _matches(_ID, openid) and _matches(_KEY, session_key)
             and (unionid is None or _matches(_ID, unionid))
         ):
-            raise _bad_response("WeChat's answer lacks a well-formed openid or session_key.")
+            raise bad_response("WeChat's answer lacks a well-formed openid or session_key.")
         return Identity(openid, session_key, unionid)
 
     def _get_json(self, path: str, params: Dict[str, Any]) -> Dict[str, Any]:
         config = current_app.config
         url = config["WXLOGIN_API_BASE"].rstrip("/") + path
         timeout = config["WXLOGIN_HTTP_TIMEOUT"]
-        body, status = _fetch(self.http, url, params, timeout)
+        body, status = fetch(self.http, "GET", url, timeout, params=params)
         if status != 200:
             log.warning("WeChat %s answered HTTP %s", path, status)
-            raise _bad_response(f"WeChat answered HTTP {status}.")
+            raise bad_response(f"WeChat answered HTTP {status}.")
         try:
             answer = json.loads(body)
         except ValueError:
             answer = None
         if not isinstance(answer, dict):
-            raise _bad_response("WeChat's answer is not a JSON object.")
+            raise bad_response("WeChat's answer is not a JSON object.")
         errcode = answer.get("errcode", 0)
         if isinstance(errcode, str) and errcode.lstrip("-").isdigit():
             errcode = int(errcode)
         if isinstance(errcode, bool) or not isinstance(errcode, int):
-            raise _bad_response("WeChat's errcode is not a number.")
+            raise bad_response("WeChat's errcode is not a number.")
         if errcode:
             raise errcode_error(errcode)
         return answer
@@ -113,48 +110,8 @@ def errcode_error(errcode: int) -> WeChatError:
         errcode, (502, "wechat_error", "WeChat refused the login.")
     )
     log.warning("WeChat answered errcode %s (%s)", errcode, error)
-    return _error(status, error, message, errcode)
-
-
-def _fetch(http: requests.Session, url: str, params: Dict[str, Any], timeout: float) -> Tuple[bytes, int]:
-    """GET ``url``: ``(body, status)``, or a :class:`WeChatError` with no trace of the URL.
-
-    requests' exceptions quote the URL, appsecret included, so the error is
-    raised outside the ``except`` block: not even ``__context__`` keeps them.
-    """
-    try:
-        with http.get(
-            url, params=params, timeout=timeout, stream=True, allow_redirects=False
-        ) as response:
-            return _read_bounded(response, time.monotonic() + timeout), response.status_code
-    except requests.Timeout:
-        error = _error(504, "wechat_timeout", "WeChat did not answer in time.")
-    except requests.ConnectionError:
-        error = _error(502, "wechat_unreachable", "WeChat could not be reached.")
-    except requests.RequestException:
-        error = _bad_response("The call to WeChat failed.")
-    raise error
-
-
-def _read_bounded(response: requests.Response, deadline: float) -> bytes:
-    """At most :data:`MAX_RESPONSE_BYTES` of the body, read before ``deadline``."""
-    body = b""
-    for chunk in response.iter_content(chunk_size=1024):
-        body += chunk
-        if len(body) > MAX_RESPONSE_BYTES:
-            raise requests.RequestException("response too large")
-        if time.monotonic() > deadline:
-            raise requests.Timeout("response too slow")
-    return body
+    return wechat_error(status, error, message, errcode)
 
 
 def _matches(pattern: "re.Pattern[str]", value: Any) -> bool:
     return isinstance(value, str) and pattern.fullmatch(value) is not None
-
-
-def _bad_response(message: str) -> WeChatError:
-    return _error(502, "wechat_bad_response", message)
-
-
-def _error(status: int, error: str, message: str, errcode: Optional[int] = None) -> WeChatError:
-    return WeChatError(message, error=error, status=status, errcode=errcode)
