@@ -1,5 +1,8 @@
 """flask-wxlogin example: ``python example_app.py`` serves on http://127.0.0.1:5000.
 
+Routes: ``POST /auth/login``, ``POST /auth/logout``, and two protected ones,
+``GET /me`` and ``POST /phone`` (``{"code": <getPhoneNumber code>}``).
+
 With ``WXLOGIN_APPID``, ``WXLOGIN_SECRET`` and ``SECRET_KEY`` in the environment
 it talks to the real WeChat (``CACHE_REDIS_URL`` keeps sessions in Redis).
 With none of those four set it runs in DEMO MODE: a fake WeChat on loopback
@@ -13,7 +16,7 @@ import logging
 import os
 import secrets
 
-from flask import Flask
+from flask import Flask, request
 
 from flask_wxlogin import WxLogin, current_wx_user, login_required
 from flask_wxlogin.testing import FakeWeChat
@@ -45,6 +48,14 @@ def create_app() -> Flask:
     @login_required
     def me():
         return {"code": "200", "data": {"openid": current_wx_user.openid}}
+
+    @app.post("/phone")
+    @login_required
+    def phone():
+        """The user's phone number, from a ``<button open-type="getPhoneNumber">`` code."""
+        body = request.get_json(silent=True)
+        code = body.get("code") if isinstance(body, dict) else None
+        return {"code": "200", "data": wxlogin.phone_number(code)}
 
     return app
 

@@ -229,8 +229,20 @@ def delete_our_keys(client: redis.Redis) -> None:
 
 
 def session_keys(client: redis.Redis) -> Set[bytes]:
-    """Our keys in the DB other than the floor's (a set: SCAN may return a key twice)."""
-    return {key for key in client.scan_iter(match=KEY_PREFIX + "*") if key != FLOOR_KEY.encode()}
+    """Our session records in the DB: not the floor's key, nor a user's index or newest key.
+
+    A set: SCAN may return a key twice. Session ids hold no ``:``; the per-user
+    keys (``u:<openid>``, ``k:<appid>:<openid>``) do.
+    """
+    return {
+        key for key in client.scan_iter(match=KEY_PREFIX + "*")
+        if key != FLOOR_KEY.encode() and b":" not in key[len(KEY_PREFIX):]
+    }
+
+
+def user_keys(client: redis.Redis) -> Set[bytes]:
+    """The per-user keys a login writes beside the session: index and newest session_key."""
+    return set(client.scan_iter(match=KEY_PREFIX + "u:*")) | set(client.scan_iter(match=KEY_PREFIX + "k:*"))
 
 
 def copy_session_to_floor(client: redis.Redis) -> None:

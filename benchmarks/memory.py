@@ -24,6 +24,7 @@ from flask_caching import Cache
 
 from common import (
     APPID, APPSECRET, KEY_PREFIX, REDIS_URL, SECRET_KEY, Settings, delete_our_keys, redis_client, session_keys,
+    user_keys,
 )
 from flask_wxlogin import WxLogin
 from flask_wxlogin.config import DEFAULTS
@@ -66,12 +67,18 @@ def _measure(client: redis.Redis, sessions: int, name: str) -> Dict[str, Any]:
     before = _used_memory(client)
     create = _create_pickled if name.startswith("pickled") else _create_ours
     create(sessions, not name.endswith("no_unionid"))
+    with_user_keys = _used_memory(client)
+    doomed = sorted(user_keys(client))
+    for start in range(0, len(doomed), 1000):
+        client.delete(*doomed[start:start + 1000])
+    user_key_bytes = (with_user_keys - _used_memory(client)) / sessions if doomed else 0.0
     if "_short" in name:
         _move_to_keys_of(client, DEFAULT_KEY_LENGTH)
     after = _used_memory(client)
     sample = _sample_keys(client)
     stats = {
         "bytes_per_session": (after - before) / sessions,
+        "user_key_bytes": user_key_bytes,
         "memory_usage": statistics.mean(client.memory_usage(key, samples=0) or 0 for key in sample),
         "value_bytes": statistics.mean(client.strlen(key) for key in sample),
         "key_bytes": statistics.mean(len(key) for key in sample),
@@ -164,16 +171,19 @@ def markdown(result: Dict[str, Any]) -> List[str]:
         "same records under keys as long as the extension's default prefix `"
         f"{DEFAULTS['WXLOGIN_KEY_PREFIX']}` gives. Redis allocates in size classes (jemalloc: 16-byte steps "
         "here), so a few bytes less in a value can save 16 or nothing. Fewer sessions read higher: Redis "
-        "sizes its hash tables in powers of two, and their share per key shrinks as they fill.",
+        "sizes its hash tables in powers of two, and their share per key shrinks as they fill. "
+        "The last column is what each login adds beside its session for a user seen once (the index "
+        "set and the newest session_key, both kept for the maximum age), removed before the session "
+        "figures are taken.",
         "",
-        "| format | bytes / session | MEMORY USAGE (sample) | value bytes | key bytes |",
-        "|---|---:|---:|---:|---:|",
+        "| format | bytes / session | MEMORY USAGE (sample) | value bytes | key bytes | + per-user keys |",
+        "|---|---:|---:|---:|---:|---:|",
     ]
     for name, label in LABELS.items():
         stats = result[name]
         lines.append(
             f"| {label} | {stats['bytes_per_session']:.0f} | {stats['memory_usage']:.0f} "
-            f"| {stats['value_bytes']:.0f} | {stats['key_bytes']:.0f} |"
+            f"| {stats['value_bytes']:.0f} | {stats['key_bytes']:.0f} | {stats.get('user_key_bytes', 0):.0f} |"
         )
     lines += ["", f"Our record as stored (synthetic values): `{result['ours']['example_value']}`", ""]
     return lines

@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import signal
 import random
 import re
 import shutil
@@ -50,7 +51,7 @@ def run(settings: Settings) -> Dict[str, Any]:
     client = redis_client()
     delete_our_keys(client)
     try:
-        with FakeWeChat(APPID, APPSECRET) as fake, _gunicorn(fake.url) as (base, output):
+        with FakeWeChat(APPID, APPSECRET) as fake, gunicorn(fake.url) as (base, output):
             headers = _credentials(base, client)
             for name in LABELS:
                 _wrk(base, name, WARM_UP_SECONDS, headers)
@@ -92,24 +93,28 @@ def _summarise(runs: Dict[str, List[Dict[str, float]]]) -> Dict[str, Any]:
 
 
 @contextlib.contextmanager
-def _gunicorn(api_base: str) -> Iterator[Tuple[str, IO[str]]]:
-    """Serve ``server_app`` on a free loopback port; yield its base URL and its log; always stop it."""
+def gunicorn(api_base: str, workers: int = WORKERS, **env: str) -> Iterator[Tuple[str, IO[str]]]:
+    """Serve ``server_app`` on a free loopback port in its own process group.
+
+    Yields its base URL and its log; always stops the whole group. ``env``
+    adds ``WXLBENCH_*`` settings (see ``server_app``).
+    """
     port = _free_port()
     env = {**os.environ, "WXLBENCH_SECRET_KEY": SECRET_KEY, "WXLBENCH_APPID": APPID,
-           "WXLBENCH_APPSECRET": APPSECRET, "WXLBENCH_API_BASE": api_base}
+           "WXLBENCH_APPSECRET": APPSECRET, "WXLBENCH_API_BASE": api_base, **env}
     command = [
-        sys.executable, "-m", "gunicorn", "--workers", str(WORKERS), "--worker-class", "sync",
+        sys.executable, "-m", "gunicorn", "--workers", str(workers), "--worker-class", "sync",
         "--bind", f"{HOST}:{port}", "--chdir", str(BENCH_DIR), "--log-level", "warning",
         "--worker-tmp-dir", "/dev/shm", "server_app:create_app()",
     ]
     with tempfile.TemporaryFile(mode="w+") as output:
-        process = subprocess.Popen(command, env=env, stdout=output, stderr=subprocess.STDOUT)
+        process = subprocess.Popen(command, env=env, stdout=output, stderr=subprocess.STDOUT, start_new_session=True)
         try:
             base = f"http://{HOST}:{port}"
             _wait_ready(base, process, output)
             yield base, output
         finally:
-            _stop(process)
+            _stop_group(process)
 
 
 def _tail(output: IO[str], lines: int = 20) -> List[str]:
@@ -136,13 +141,17 @@ def _wait_ready(base: str, process: "subprocess.Popen[bytes]", output: Any, seco
     raise RuntimeError(f"gunicorn did not come up:\n{output.read()[-2000:]}")
 
 
-def _stop(process: "subprocess.Popen[bytes]") -> None:
-    process.terminate()
+def _stop_group(process: "subprocess.Popen[bytes]") -> None:
+    """SIGTERM the process group, then SIGKILL whatever is left of it."""
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(process.pid, signal.SIGTERM)
     try:
         process.wait(timeout=15)
     except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait(timeout=5)
+        pass
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(process.pid, signal.SIGKILL)
+    process.wait(timeout=5)
 
 
 def _credentials(base: str, client: Any) -> Dict[str, Dict[str, str]]:

@@ -10,7 +10,9 @@ differ only in how they decide who is asking:
 - ``/ours``: ``flask_wxlogin.login_required``; ``POST /auth/login`` logs in via ``WXLBENCH_API_BASE``.
 
 Settings come from the environment the benchmark passes: ``WXLBENCH_SECRET_KEY``,
-``WXLBENCH_APPID``, ``WXLBENCH_APPSECRET``, ``WXLBENCH_API_BASE``.
+``WXLBENCH_APPID``, ``WXLBENCH_APPSECRET``, ``WXLBENCH_API_BASE``, and optionally
+``WXLBENCH_REDIS_URL`` for the sessions (``fault_load.py`` points it at a Redis of its own;
+``/floor`` always reads the suite's Redis).
 """
 from __future__ import annotations
 
@@ -33,7 +35,7 @@ def create_app() -> Flask:
         WXLOGIN_API_BASE=os.environ["WXLBENCH_API_BASE"],
         WXLOGIN_KEY_PREFIX=KEY_PREFIX,
         CACHE_TYPE="RedisCache",
-        CACHE_REDIS_URL=REDIS_URL,
+        CACHE_REDIS_URL=os.environ.get("WXLBENCH_REDIS_URL", REDIS_URL),
     )
     WxLogin(app)
     JWTManager(app)

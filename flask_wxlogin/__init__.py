@@ -2,8 +2,10 @@
 from .client import Identity
 from .decorators import current_wx_user, login_required
 from .errors import (
+    AccessTokenUnavailable,
     BadLoginRequest,
     ConfigurationError,
+    DecryptError,
     StoreUnavailable,
     Unauthorized,
     WeChatError,
@@ -13,12 +15,14 @@ from .extension import WxLogin
 from .signals import user_logged_in, user_logged_out, user_login_failed
 from .user import AnonymousWxUser, WxUser
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 __all__ = [
+    "AccessTokenUnavailable",
     "AnonymousWxUser",
     "BadLoginRequest",
     "ConfigurationError",
+    "DecryptError",
     "Identity",
     "StoreUnavailable",
     "Unauthorized",

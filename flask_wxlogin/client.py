@@ -1,42 +1,70 @@
-"""WeChat's HTTP API: one pooled session, bounded timeouts, errcode -> error.
+"""WeChat's HTTP API: one pooled session per app, bounded calls, errcode -> error.
 
-The appsecret travels in the query string, so nothing here puts a URL, a
-query or a library's exception text into a message: errors are raised
-``from None`` and the urllib3 logger is scrubbed (see :mod:`.redact`).
+Every endpoint goes through :meth:`WeChatClient._call`, which maps WeChat's
+``errcode`` through a table per endpoint (over :data:`COMMON_ERRCODES`) to the
+house error shape. Credentials and tokens are passed in by the caller; this
+module keeps no state but the connection pool.
 """
 from __future__ import annotations
 
 import json
 import logging
 import re
-from typing import Any, Dict, NamedTuple, Optional, Tuple
+from typing import Any, Dict, Mapping, NamedTuple, Optional, Tuple
 
 import requests
-from flask import current_app
-from requests.adapters import HTTPAdapter
 
 from .errors import WeChatError
-from .transport import bad_response, fetch, wechat_error
+from .transport import WatchedAdapter, bad_response, fetch, wechat_error
 
 log = logging.getLogger("flask_wxlogin")
 
 #: What WeChat's openids/unionids and base64 session_keys look like.
 _ID = re.compile(r"[A-Za-z0-9_-]{1,128}")
 _KEY = re.compile(r"[A-Za-z0-9+/=]{1,128}")
+#: access_tokens are letters, digits, ``_`` and ``-``, some 150 characters.
+_TOKEN = re.compile(r"[A-Za-z0-9_-]{1,1024}")
 
-#: code2Session errcodes -> (HTTP status, error, message). Others: 502 wechat_error.
-ERRCODES: Dict[int, Tuple[int, str, str]] = {
+Errcodes = Mapping[int, Tuple[int, str, str]]
+
+#: errcodes every endpoint may answer -> (HTTP status, error, message).
+COMMON_ERRCODES: Errcodes = {
     -1: (503, "wechat_busy", "WeChat is busy; try again shortly."),
+    45011: (429, "wechat_rate_limited", "WeChat's per-user rate limit was hit; retry in a minute."),
+    40013: (502, "wechat_config_rejected", "WeChat rejected the server's AppID."),
+    40125: (502, "wechat_config_rejected", "WeChat rejected the server's AppSecret."),
+    41002: (502, "wechat_config_rejected", "WeChat received no AppID from the server."),
+    41004: (502, "wechat_config_rejected", "WeChat received no AppSecret from the server."),
+    40164: (502, "wechat_config_rejected", "WeChat refused this server's IP address (whitelist)."),
+    45009: (503, "wechat_quota_exceeded", "The mini program's daily WeChat API quota is used up."),
+    40001: (502, "access_token_rejected", "WeChat rejected the server's access token."),
+    40014: (502, "access_token_rejected", "WeChat rejected the server's access token."),
+    42001: (502, "access_token_rejected", "WeChat says the server's access token expired."),
+}
+
+#: code2Session errcodes, over the common ones. Others: 502 wechat_error.
+ERRCODES: Dict[int, Tuple[int, str, str]] = {
+    **{code: COMMON_ERRCODES[code] for code in (-1, 40013, 40125, 41002, 41004)},
     40029: (401, "code_invalid", "The login code is invalid or expired; call wx.login again."),
     40163: (401, "code_used", "The login code was already used; call wx.login again."),
     41008: (401, "code_invalid", "WeChat received no login code; call wx.login again."),
     45011: (429, "wechat_rate_limited", "Too many logins for this user; retry in a minute."),
     40226: (403, "user_blocked", "WeChat flagged this user as high-risk and refused the login."),
-    40013: (502, "wechat_config_rejected", "WeChat rejected the server's AppID."),
-    40125: (502, "wechat_config_rejected", "WeChat rejected the server's AppSecret."),
-    41002: (502, "wechat_config_rejected", "WeChat received no AppID from the server."),
-    41004: (502, "wechat_config_rejected", "WeChat received no AppSecret from the server."),
 }
+
+#: getuserphonenumber errcodes: a bad code is the client's fault, but not a lost session.
+PHONE_ERRCODES: Errcodes = {
+    40029: (400, "phone_code_invalid",
+            "The phone number code is invalid or expired; ask the user to tap the button again."),
+    40163: (400, "phone_code_used",
+            "The phone number code was already used; ask the user to tap the button again."),
+}
+
+#: errcodes meaning the access_token itself is bad: refresh it and retry once.
+TOKEN_ERRCODES = frozenset({40001, 40014, 42001})
+#: checksession's "the session_key is not valid".
+INVALID_SIGNATURE = 87009
+
 
 class Identity(NamedTuple):
     """What code2Session tells us about the user."""
@@ -50,25 +78,22 @@ class Identity(NamedTuple):
 
 
 class WeChatClient:
-    """Calls WeChat over one pooled ``requests.Session`` per app."""
+    """Calls WeChat over one pooled ``requests.Session``."""
 
-    def __init__(self) -> None:
+    def __init__(self, config: Mapping[str, Any]) -> None:
+        #: The app's config: ``WXLOGIN_API_BASE`` and ``WXLOGIN_HTTP_TIMEOUT`` are read at each call.
+        self.config = config
         self.http = requests.Session()
-        adapter = HTTPAdapter(pool_connections=1, pool_maxsize=32, max_retries=0)
+        adapter = WatchedAdapter(pool_connections=1, pool_maxsize=32, max_retries=0)
         self.http.mount("https://", adapter)
         self.http.mount("http://", adapter)
 
-    def code2session(self, code: str) -> Identity:
+    def code2session(self, appid: str, secret: str, code: str) -> Identity:
         """Exchange a ``wx.login`` code for the user's identity, or raise :class:`WeChatError`."""
-        config = current_app.config
-        answer = self._get_json(
-            "/sns/jscode2session",
-            {
-                "appid": config["WXLOGIN_APPID"],
-                "secret": config["WXLOGIN_SECRET"],
-                "js_code": code,
-                "grant_type": "authorization_code",
-            },
+        answer = self._call(
+            "GET", "/sns/jscode2session", ERRCODES,
+            params={"appid": appid, "secret": secret, "js_code": code,
+                    "grant_type": "authorization_code"},
         )
         openid: Any = answer.get("openid")
         session_key: Any = answer.get("session_key")
@@ -80,37 +105,85 @@ class WeChatClient:
             raise bad_response("WeChat's answer lacks a well-formed openid or session_key.")
         return Identity(openid, session_key, unionid)
 
-    def _get_json(self, path: str, params: Dict[str, Any]) -> Dict[str, Any]:
-        config = current_app.config
+    def stable_token(self, appid: str, secret: str) -> Tuple[str, int]:
+        """A fresh ``(access_token, expires_in)`` from ``cgi-bin/stable_token`` (never forced)."""
+        answer = self._call(
+            "POST", "/cgi-bin/stable_token", COMMON_ERRCODES,
+            json={"grant_type": "client_credential", "appid": appid, "secret": secret,
+                  "force_refresh": False},
+        )
+        token: Any = answer.get("access_token")
+        expires_in: Any = answer.get("expires_in")
+        if not _matches(_TOKEN, token) or isinstance(expires_in, bool) or not (
+            isinstance(expires_in, int) and expires_in > 0
+        ):
+            raise bad_response("WeChat's answer lacks a well-formed access_token.")
+        return token, expires_in
+
+    def phone_number(self, access_token: str, code: str) -> Dict[str, Any]:
+        """``phone_info`` for a ``getPhoneNumber`` code: phoneNumber, purePhoneNumber, countryCode."""
+        answer = self._call(
+            "POST", "/wxa/business/getuserphonenumber", PHONE_ERRCODES,
+            params={"access_token": access_token}, json={"code": code},
+        )
+        info: Any = answer.get("phone_info")
+        if not isinstance(info, dict) or not isinstance(info.get("phoneNumber"), str):
+            raise bad_response("WeChat's answer lacks a phone number.")
+        return {key: info.get(key) for key in ("phoneNumber", "purePhoneNumber", "countryCode")}
+
+    def check_session(self, access_token: str, openid: str, signature: str) -> bool:
+        """Whether WeChat still holds the session_key that made ``signature``."""
+        try:
+            self._call(
+                "GET", "/wxa/checksession", COMMON_ERRCODES,
+                params={"access_token": access_token, "signature": signature, "openid": openid,
+                        "sig_method": "hmac_sha256"},
+            )
+        except WeChatError as error:
+            if error.errcode == INVALID_SIGNATURE:
+                return False
+            raise
+        return True
+
+    def _call(
+        self, method: str, path: str, errcodes: Errcodes,
+        params: Optional[Dict[str, Any]] = None, json: Optional[Dict[str, Any]] = None,
+    ) -> Dict[str, Any]:
+        """WeChat's JSON answer, or the error its errcode maps to in ``errcodes``."""
+        config = self.config
         url = config["WXLOGIN_API_BASE"].rstrip("/") + path
-        timeout = config["WXLOGIN_HTTP_TIMEOUT"]
-        body, status = fetch(self.http, "GET", url, timeout, params=params)
+        body, status = fetch(self.http, method, url, config["WXLOGIN_HTTP_TIMEOUT"], params=params, json=json)
         if status != 200:
             log.warning("WeChat %s answered HTTP %s", path, status)
             raise bad_response(f"WeChat answered HTTP {status}.")
-        try:
-            answer = json.loads(body)
-        except ValueError:
-            answer = None
-        if not isinstance(answer, dict):
-            raise bad_response("WeChat's answer is not a JSON object.")
+        answer = _json_object(body)
         errcode = answer.get("errcode", 0)
         if isinstance(errcode, str) and errcode.lstrip("-").isdigit():
             errcode = int(errcode)
         if isinstance(errcode, bool) or not isinstance(errcode, int):
             raise bad_response("WeChat's errcode is not a number.")
         if errcode:
-            raise errcode_error(errcode)
+            raise errcode_error(errcode, errcodes, path)
         return answer
 
 
-def errcode_error(errcode: int) -> WeChatError:
-    """The error for a WeChat ``errcode``."""
-    status, error, message = ERRCODES.get(
-        errcode, (502, "wechat_error", "WeChat refused the login.")
+def errcode_error(errcode: int, errcodes: Errcodes = ERRCODES, path: str = "/sns/jscode2session") -> WeChatError:
+    """The error for a WeChat ``errcode`` answered by ``path``."""
+    status, error, message = errcodes.get(errcode) or COMMON_ERRCODES.get(
+        errcode, (502, "wechat_error", "WeChat refused the call.")
     )
-    log.warning("WeChat answered errcode %s (%s)", errcode, error)
+    log.warning("WeChat %s answered errcode %s (%s)", path, errcode, error)
     return wechat_error(status, error, message, errcode)
+
+
+def _json_object(body: bytes) -> Dict[str, Any]:
+    try:
+        answer = json.loads(body)
+    except (ValueError, RecursionError):
+        answer = None
+    if not isinstance(answer, dict):
+        raise bad_response("WeChat's answer is not a JSON object.")
+    return answer
 
 
 def _matches(pattern: "re.Pattern[str]", value: Any) -> bool:

@@ -1,7 +1,8 @@
 """The ``WXLOGIN_*`` configuration keys and their defaults, in one place."""
 from __future__ import annotations
 
-from typing import Any, Dict
+import re
+from typing import Any, Dict, Tuple
 
 #: Every key the extension reads, with its default. ``None`` means required.
 DEFAULTS: Dict[str, Any] = {
@@ -10,7 +11,7 @@ DEFAULTS: Dict[str, Any] = {
     "WXLOGIN_SECRET": None,
     # Where WeChat's API lives; tests and the demo point it at a loopback stub.
     "WXLOGIN_API_BASE": "https://api.weixin.qq.com",
-    # Seconds to wait for WeChat to connect, and again for each read.
+    # Seconds a whole call to WeChat may take: connect, send, headers and body.
     "WXLOGIN_HTTP_TIMEOUT": 5.0,
     # Where the login blueprint is mounted.
     "WXLOGIN_URL_PREFIX": "/auth",
@@ -22,7 +23,14 @@ DEFAULTS: Dict[str, Any] = {
     "WXLOGIN_SESSION_MAX_AGE": 30 * 24 * 3600,
     # Prepended to every cache key the extension writes.
     "WXLOGIN_KEY_PREFIX": "wxl:",
+    # More mini programs served by this app: {"staff": {"appid": ..., "secret": ...}}.
+    "WXLOGIN_MINI_PROGRAMS": {},
 }
+
+#: The name of the mini program configured by WXLOGIN_APPID / WXLOGIN_SECRET.
+MAIN_PROGRAM = "default"
+#: What the name of another mini program looks like (it is a URL segment).
+_PROGRAM_NAME = re.compile(r"[a-z0-9][a-z0-9_-]{0,31}")
 
 _SECONDS = ("WXLOGIN_SESSION_IDLE_TIMEOUT", "WXLOGIN_SESSION_MAX_AGE")
 
@@ -46,3 +54,25 @@ def apply_defaults(config: Dict[str, Any]) -> None:
     for key in ("WXLOGIN_TOKEN_HEADER", "WXLOGIN_KEY_PREFIX", "WXLOGIN_API_BASE"):
         if not config[key] or not isinstance(config[key], str):
             raise ValueError(f"{key} must be a non-empty string")
+    mini_programs(config)
+
+
+def mini_programs(config: Dict[str, Any]) -> Dict[str, Tuple[str, str]]:
+    """Every mini program's ``name -> (appid, secret)``, the main one first; ValueError if bad."""
+    programs = {MAIN_PROGRAM: (config["WXLOGIN_APPID"], config["WXLOGIN_SECRET"])}
+    others = config["WXLOGIN_MINI_PROGRAMS"]
+    if not isinstance(others, dict):
+        raise ValueError('WXLOGIN_MINI_PROGRAMS must be a dict: {"name": {"appid": ..., "secret": ...}}')
+    for name, settings in others.items():
+        where = f"WXLOGIN_MINI_PROGRAMS[{name!r}]"
+        if not isinstance(name, str) or not _PROGRAM_NAME.fullmatch(name) or name == MAIN_PROGRAM:
+            raise ValueError(f"{where}: a name is 1-32 of a-z, 0-9, '_', '-', and not {MAIN_PROGRAM!r}")
+        if not isinstance(settings, dict) or not all(
+            isinstance(settings.get(key), str) and settings[key] for key in ("appid", "secret")
+        ):
+            raise ValueError(f"{where} must hold a non-empty 'appid' and 'secret'")
+        programs[name] = (settings["appid"], settings["secret"])
+    appids = [appid for appid, _ in programs.values()]
+    if len(set(appids)) != len(appids):
+        raise ValueError("each mini program needs its own appid")
+    return programs

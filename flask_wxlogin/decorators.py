@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import functools
 import inspect
-from typing import Any, Callable, TypeVar, Union, cast
+from typing import Any, Callable, Optional, TypeVar, Union, cast, overload
 
 from flask import current_app, g, has_request_context, request
 from werkzeug.local import LocalProxy
@@ -17,12 +17,22 @@ F = TypeVar("F", bound=Callable[..., Any])
 EXEMPT_METHODS = frozenset({"OPTIONS"})
 
 
-def login_required(view: F) -> F:
+@overload
+def login_required(view: F) -> F: ...
+@overload
+def login_required(*, program: Optional[str] = None) -> Callable[[F], F]: ...
+
+
+def login_required(view: Optional[F] = None, *, program: Optional[str] = None) -> Any:
     """Let the view run only for a request with a live session; otherwise 401.
 
     A missing, malformed, forged, expired or revoked skey answers 401; a session
     store that cannot be reached answers 503, never 401 and never access.
+    ``@login_required(program="staff")`` takes only skeys of that mini
+    program; bare, only those of the main one (``WXLOGIN_APPID``).
     """
+    if view is None:
+        return functools.partial(login_required, program=program)
 
     is_async = inspect.iscoroutinefunction(view)
 
@@ -31,7 +41,7 @@ def login_required(view: F) -> F:
         app = current_app._get_current_object()  # type: ignore[attr-defined]
         environ = request.environ
         if environ["REQUEST_METHOD"] not in EXEMPT_METHODS:
-            g._wxlogin_user = app.extensions["wxlogin"].authenticate_environ(app, environ)
+            g._wxlogin_user = app.extensions["wxlogin"].authenticate_environ(app, environ, program)
         if is_async:
             return app.ensure_sync(view)(*args, **kwargs)
         return view(*args, **kwargs)

@@ -83,3 +83,24 @@ class StoreUnavailable(WxLoginError):
     status = 503
     error = "session_store_unavailable"
     message = "The session store is unavailable; try again shortly."
+
+
+class DecryptError(WxLoginError):
+    """Encrypted open data that cannot be used (400).
+
+    ``error`` is ``session_key_stale`` when no key we hold decrypts it (the
+    client should call ``wx.login``, then retry once), ``data_malformed`` for
+    bad base64 or lengths, ``watermark_mismatch`` for another app's data.
+    """
+
+    status = 400
+    error = "data_malformed"
+    message = "The encrypted data cannot be decrypted."
+
+
+class AccessTokenUnavailable(WxLoginError):
+    """No access_token could be had in time: another caller holds the refresh lock (503)."""
+
+    status = 503
+    error = "access_token_unavailable"
+    message = "WeChat's access token is being refreshed; try again shortly."

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import math
 import sys
 import weakref
 from typing import Any, Callable, Optional, Union
@@ -11,12 +12,14 @@ from cachelib import BaseCache
 from flask import Flask, current_app, jsonify, request
 from flask_caching import Cache
 
-from . import config, redact, signals
+from . import config, crypto, redact, signals
+from .access_token import SharedAccessToken
 from .client import Identity, WeChatClient
 from .errors import RETRY_AFTER, ConfigurationError, Unauthorized, WxLoginError
-from .store import SessionStore
-from .tokens import SkeySigner
+from .store import SessionStore, backend_for
+from .tokens import SALT, SkeySigner
 from .user import UserId, WxUser
+from .views import checked_code
 
 log = logging.getLogger("flask_wxlogin")
 
@@ -24,24 +27,56 @@ log = logging.getLogger("flask_wxlogin")
 REDIS_SOCKET_TIMEOUT = 1.0
 
 
+class _Program:
+    """One mini program the app serves: its credentials, sessions, skeys and access_token."""
+
+    __slots__ = ("name", "appid", "secret", "store", "signer", "access_token")
+
+    def __init__(self, name: str, appid: str, secret: str, backend: Any, app: Flask, client: WeChatClient) -> None:
+        app_config = app.config
+        main = name == config.MAIN_PROGRAM
+        prefix = app_config["WXLOGIN_KEY_PREFIX"] + ("" if main else f"{name}:")
+        self.name, self.appid, self.secret = name, appid, secret
+        self.store = SessionStore(backend, app_config, appid, prefix)
+        # The main program keeps 0.1's salt, so its skeys outlive an upgrade.
+        self.signer = SkeySigner(SALT if main else f"{SALT}:{appid}")
+        self.access_token = SharedAccessToken(
+            backend,
+            f"{prefix}access_token:{appid}",
+            fetch=lambda: client.stable_token(appid, secret),
+            lock_seconds=lambda: math.ceil(app_config["WXLOGIN_HTTP_TIMEOUT"]) + 1,
+        )
+
+    def unsign(self, skey: str, app_config: Any) -> str:
+        return self.signer.unsign(skey, app_config["SECRET_KEY"], app_config.get("SECRET_KEY_FALLBACKS") or ())
+
+    def sign(self, session_id: str, app_config: Any) -> str:
+        return self.signer.sign(session_id, app_config["SECRET_KEY"], app_config.get("SECRET_KEY_FALLBACKS") or ())
+
+
 class _AppState:
     """What one app needs at request time."""
 
-    __slots__ = ("config", "store", "client", "signer")
+    __slots__ = ("config", "client", "programs", "main", "by_appid")
 
-    def __init__(self, app: Flask, store: SessionStore) -> None:
+    def __init__(self, app: Flask, backend: Any) -> None:
         self.config = app.config
-        self.store = store
-        self.client = WeChatClient()
-        self.signer = SkeySigner()
+        self.client = WeChatClient(app.config)
+        self.programs = {
+            name: _Program(name, appid, secret, backend, app, self.client)
+            for name, (appid, secret) in config.mini_programs(app.config).items()
+        }
+        self.main = self.programs[config.MAIN_PROGRAM]
+        self.by_appid = {program.appid: program for program in self.programs.values()}
 
-    def unsign(self, skey: str) -> str:
-        config = self.config
-        return self.signer.unsign(skey, config["SECRET_KEY"], config.get("SECRET_KEY_FALLBACKS") or ())
-
-    def sign(self, session_id: str) -> str:
-        config = self.config
-        return self.signer.sign(session_id, config["SECRET_KEY"], config.get("SECRET_KEY_FALLBACKS") or ())
+    def program(self, name: Optional[str]) -> _Program:
+        """The mini program called ``name`` (``None``: the main one)."""
+        if name is None:
+            return self.main
+        try:
+            return self.programs[name]
+        except KeyError:
+            raise ConfigurationError(f"flask-wxlogin: no mini program named {name!r}") from None
 
 
 class WxLogin:
@@ -66,10 +101,9 @@ class WxLogin:
 
         try:
             config.apply_defaults(app.config)
-            store = SessionStore(_cache_backend(app, cache), app.config)
+            self._states[app] = _AppState(app, backend_for(_cache_backend(app, cache)))
         except ValueError as exc:
             raise ConfigurationError(f"flask-wxlogin: {exc}") from None
-        self._states[app] = _AppState(app, store)
         app.extensions["wxlogin"] = self
         app.register_blueprint(blueprint, url_prefix=app.config["WXLOGIN_URL_PREFIX"])
         app.cli.add_command(wxlogin_cli)
@@ -107,60 +141,99 @@ class WxLogin:
 
     @property
     def store(self) -> SessionStore:
-        """The current app's session store."""
-        return self._states[current_app._get_current_object()].store  # type: ignore[attr-defined]
+        """The current app's session store (of its main mini program)."""
+        return self._state().main.store
 
     def _state(self) -> _AppState:
         return self._states[current_app._get_current_object()]  # type: ignore[attr-defined]
 
     # -- login, authentication, logout ---------------------------------------
 
-    def login(self, code: str) -> "tuple[WxUser, str]":
-        """Exchange ``code`` at WeChat and open a session: ``(user, skey)``."""
+    def login(self, code: str, program: Optional[str] = None) -> "tuple[WxUser, str]":
+        """Exchange ``code`` at WeChat and open a session of mini ``program``: ``(user, skey)``."""
         state = self._state()
-        identity = state.client.code2session(code)
+        chosen = state.program(program)
+        identity = state.client.code2session(chosen.appid, chosen.secret, code)
         user_id = None if self._login_callback is None else self._login_callback(identity)
         if user_id is not None and (isinstance(user_id, bool) or not isinstance(user_id, (str, int))):
             raise TypeError("the on_login callback must return a str, an int or None")
-        previous = _presented_session_id(state)
-        user = state.store.create(identity.openid, identity.session_key, identity.unionid, user_id)
+        previous = _presented_session_id(state, chosen)
+        user = chosen.store.create(identity.openid, identity.session_key, identity.unionid, user_id)
         if previous is not None:
-            state.store.revoke(previous)
+            chosen.store.revoke(previous)
         signals.user_logged_in.send(current_app._get_current_object(), user=user)  # type: ignore[attr-defined]
-        return user, state.sign(user.session_id)
+        return user, chosen.sign(user.session_id, state.config)
 
-    def authenticate(self) -> WxUser:
-        """The session the request's skey names, or :class:`Unauthorized`."""
-        return self.authenticate_environ(current_app._get_current_object(), request.environ)  # type: ignore[attr-defined]
+    def authenticate(self, program: Optional[str] = None) -> WxUser:
+        """The session of mini ``program`` the request's skey names, or :class:`Unauthorized`."""
+        return self.authenticate_environ(current_app._get_current_object(), request.environ, program)  # type: ignore[attr-defined]
 
-    def authenticate_environ(self, app: Flask, environ: "dict[str, Any]") -> WxUser:
+    def authenticate_environ(
+        self, app: Flask, environ: "dict[str, Any]", program: Optional[str] = None
+    ) -> WxUser:
         """:meth:`authenticate` for callers that hold the app and WSGI environ already."""
         state = self._states[app]
+        chosen = state.main if program is None else state.program(program)
         skey = _skey_in(environ, state.config)
         if skey is None:
             raise Unauthorized()
-        user = state.store.load(state.unsign(skey))
+        user = chosen.store.load(chosen.unsign(skey, state.config))
         if user is None:
             raise Unauthorized(
                 "The session has expired or was ended; log in again.", error="session_expired"
             )
         return user
 
-    def logout(self) -> None:
+    def logout(self, program: Optional[str] = None) -> None:
         """End the session the request's skey names; an already-ended one is fine."""
         state = self._state()
+        chosen = state.program(program)
         skey = _skey_in(request.environ, state.config)
         if skey is None:
             raise Unauthorized()
-        session_id = state.unsign(skey)
-        user = state.store.load(session_id)
-        state.store.revoke(session_id)
+        session_id = chosen.unsign(skey, state.config)
+        user = chosen.store.load(session_id)
+        chosen.store.revoke(session_id)
         if user is not None:
             signals.user_logged_out.send(current_app._get_current_object(), user=user)  # type: ignore[attr-defined]
 
-    def logout_all(self, openid: str) -> int:
+    def logout_all(self, openid: str, program: Optional[str] = None) -> int:
         """End every session of ``openid`` (inside an app context); how many there were."""
-        return self._state().store.end_all(openid)
+        return self._state().program(program).store.end_all(openid)
+
+    # -- open data and server APIs ---------------------------------------------
+
+    def access_token(self, program: Optional[str] = None) -> str:
+        """A valid access_token of mini ``program``, shared through the cache by every worker."""
+        return self._state().program(program).access_token.get()
+
+    def phone_number(self, code: str, program: Optional[str] = None) -> "dict[str, Any]":
+        """Exchange a ``getPhoneNumber`` button's code: ``phoneNumber``, ``purePhoneNumber``, ``countryCode``."""
+        code = checked_code(code)
+        state = self._state()
+        chosen = state.program(program)
+        return chosen.access_token.call(lambda token: state.client.phone_number(token, code))
+
+    def decrypt(self, user: WxUser, encrypted_data: str, iv: str) -> "dict[str, Any]":
+        """``user.decrypt``: with the session's key, else the user's newest one."""
+        return crypto.decrypt(encrypted_data, iv, self._session_keys(user), user.appid)
+
+    def check_signature(self, user: WxUser, raw_data: str, signature: str) -> bool:
+        """``user.check_signature``: the session's key, else the user's newest one."""
+        return crypto.raw_data_signature_ok(raw_data, signature, self._session_keys(user))
+
+    def _session_keys(self, user: WxUser) -> "tuple[crypto.KeySource, ...]":
+        """The session's own key, then (fetched only if needed) the user's newest one."""
+        store = self._state().by_appid[user.appid].store
+        return (user.session_key, lambda: store.newest_session_key(user.openid))
+
+    def check_session_key(self, user: WxUser) -> bool:
+        """``user.check_session_key``: ask WeChat whether the session's key is still valid."""
+        state = self._state()
+        signature = crypto.login_state_signature(user.session_key)
+        return state.by_appid[user.appid].access_token.call(
+            lambda token: state.client.check_session(token, user.openid, signature)
+        )
 
     # -- errors ----------------------------------------------------------------
 
@@ -194,22 +267,22 @@ def _environ_key(header: str) -> str:
     return "HTTP_" + header.upper().replace("-", "_")
 
 
-def _presented_session_id(state: _AppState) -> Optional[str]:
-    """The session id of a valid skey the request carries, if any."""
+def _presented_session_id(state: _AppState, program: _Program) -> Optional[str]:
+    """The session id of a valid skey of ``program`` the request carries, if any."""
     skey = _skey_in(request.environ, state.config)
     if skey is None:
         return None
     try:
-        return state.unsign(skey)
+        return program.unsign(skey, state.config)
     except Unauthorized:
         return None
 
 
-def _one_quick_retry() -> Any:
+def _immediate_retry(retries: int) -> Any:
     from redis.backoff import NoBackoff
     from redis.retry import Retry
 
-    return Retry(NoBackoff(), 1)
+    return Retry(NoBackoff(), retries)
 
 
 def _cache_backend(app: Flask, cache: Union[Cache, BaseCache, None]) -> BaseCache:
@@ -241,11 +314,18 @@ def _cache_backend(app: Flask, cache: Union[Cache, BaseCache, None]) -> BaseCach
                 overrides["CACHE_THRESHOLD"] = sys.maxsize
             elif "FileSystemCache" in str(app.config["CACHE_TYPE"]):
                 overrides["CACHE_THRESHOLD"] = 0
-        if "redis" in str(app.config["CACHE_TYPE"]).lower():
+        cache_type = str(app.config["CACHE_TYPE"]).lower()
+        if "redis" in cache_type:
             options = dict(app.config.get("CACHE_OPTIONS") or {})
             options.setdefault("socket_timeout", REDIS_SOCKET_TIMEOUT)
             options.setdefault("socket_connect_timeout", REDIS_SOCKET_TIMEOUT)
-            options.setdefault("retry", _one_quick_retry())
+            options.setdefault("retry", _immediate_retry(1))
+            if "sentinel" in cache_type:
+                # flask-caching gives the sentinels only the sentinel_* options. No retry of
+                # their own: the master connection's retry asks them again.
+                options.setdefault("sentinel_socket_timeout", REDIS_SOCKET_TIMEOUT)
+                options.setdefault("sentinel_socket_connect_timeout", REDIS_SOCKET_TIMEOUT)
+                options.setdefault("sentinel_retry", _immediate_retry(0))
             overrides["CACHE_OPTIONS"] = options
         own.init_app(app, config=overrides)
     return app.extensions["cache"][own]

@@ -1,6 +1,6 @@
 """Keep secrets that travel in URLs out of log records.
 
-WeChat's API takes the appsecret (and later the access_token) in the query
+WeChat's API takes the appsecret (and the access_token) in the query
 string; urllib3 logs request URLs at DEBUG and retry warnings with the URL.
 """
 from __future__ import annotations

@@ -1,17 +1,23 @@
 """Server-side sessions in a flask-caching cache.
 
-A session is one cache key, ``<WXLOGIN_KEY_PREFIX><session id>``, whose value
-is one line of text (never a pickle)::
+Every key starts with the mini program's prefix: ``WXLOGIN_KEY_PREFIX`` for
+the main one, ``WXLOGIN_KEY_PREFIX + "<name>:"`` for each other. A session is
+one key, ``<prefix><session id>``, whose value is one line of text (never a
+pickle)::
 
     openid|session_key|unionid|created_at|refreshed_at - created_at|user_id as JSON
 
 ``unionid`` and ``user_id`` are empty when absent. WeChat's ids and keys hold
 no ``|`` (the client checks them), and ``user_id`` comes last, so it may.
 
-Each user also has an index key, ``<WXLOGIN_KEY_PREFIX>u:<openid>``, listing
-their session ids (a Redis set; a space-separated string elsewhere), kept
-for ``WXLOGIN_SESSION_MAX_AGE`` after their latest login, so
-:meth:`SessionStore.end_all` needs no key scan.
+Each login also writes, for ``WXLOGIN_SESSION_MAX_AGE``:
+
+- ``<prefix>u:<openid>``, the user's session ids (a Redis set; a
+  space-separated string elsewhere), so :meth:`SessionStore.end_all` needs
+  no key scan;
+- ``<prefix>k:<appid>:<openid>``, the user's newest session_key: WeChat
+  keeps one valid key per user, so after a login on another device the data
+  the client gets is encrypted with this one, not the session's own.
 
 Sliding expiry without a write per request: the key lives for the idle
 timeout and is rewritten (with a fresh TTL) only once a tenth of that timeout
@@ -58,19 +64,28 @@ class _Backend:
         raise error
 
 
+#: Deletes KEYS[1] only while it still holds ARGV[1], atomically.
+_DELETE_IF_EQUAL = """
+if redis.call("GET", KEYS[1]) == ARGV[1] then return redis.call("DEL", KEYS[1]) end
+return 0
+"""
+
+
 class _RedisBackend(_Backend):
     """Redis through the client flask-caching built, bypassing its pickle serializer.
 
     Every command goes to the write client: a replica may not have a new
-    session yet, or may still have a revoked one.
+    session yet, or may still have a revoked one. A ``RedisCluster`` raises
+    ``RedisClusterException``, which is no ``RedisError``, when no node
+    answers or a slot has no master.
     """
 
     def __init__(self, cache: CachelibRedisCache) -> None:
-        from redis.exceptions import RedisError
+        from redis.exceptions import RedisClusterException, RedisError
 
         self._cache = cache
         self._client = cache._write_client
-        self.errors = (RedisError, OSError)
+        self.errors = (RedisError, RedisClusterException, OSError)
 
     def _key(self, key: str) -> str:
         return self._cache._get_prefix() + key
@@ -87,10 +102,18 @@ class _RedisBackend(_Backend):
     def delete(self, key: str) -> None:
         self._call(self._client.delete, self._key(key))
 
-    def index_add(self, key: str, member: str, ttl: int) -> None:
+    def set(self, key: str, value: str, ttl: int) -> None:
+        self._call(self._client.set, self._key(key), value, ex=ttl)
+
+    def delete_if_equal(self, key: str, value: str) -> None:
+        # EVAL, not a registered script: a cluster would SCRIPT LOAD on every master.
+        self._call(self._client.eval, _DELETE_IF_EQUAL, 1, self._key(key), value)
+
+    def record_login(self, index: str, session_id: str, newest_key: str, session_key: str, ttl: int) -> None:
         pipe = self._client.pipeline(transaction=False)
-        pipe.sadd(self._key(key), member)
-        pipe.expire(self._key(key), ttl)
+        pipe.sadd(self._key(index), session_id)
+        pipe.expire(self._key(index), ttl)
+        pipe.set(self._key(newest_key), session_key, ex=ttl)
         self._call(pipe.execute)
 
     def index_members(self, key: str) -> List[str]:
@@ -131,9 +154,18 @@ class _CacheBackend(_Backend):
     def delete(self, key: str) -> None:
         self._call(self._cache.delete, key)
 
-    def index_add(self, key: str, member: str, ttl: int) -> None:
-        members = self.index_members(key)
-        self._call(self._cache.set, key, " ".join([*members, member]), timeout=ttl)
+    def set(self, key: str, value: str, ttl: int) -> None:
+        self._call(self._cache.set, key, value, timeout=ttl)
+
+    def delete_if_equal(self, key: str, value: str) -> None:
+        """Check, then delete: not atomic across processes (Redis's is)."""
+        if self.get(key) == value:
+            self.delete(key)
+
+    def record_login(self, index: str, session_id: str, newest_key: str, session_key: str, ttl: int) -> None:
+        members = self.index_members(index)
+        self.set(index, " ".join([*members, session_id]), ttl)
+        self.set(newest_key, session_key, ttl)
 
     def index_members(self, key: str) -> List[str]:
         value = self._call(self._cache.get, key)
@@ -151,19 +183,31 @@ def _unavailable(exc: BaseException) -> StoreUnavailable:
     return StoreUnavailable()
 
 
+def backend_for(cache: BaseCache) -> Any:
+    """The backend that keeps sessions in ``cache``; ValueError for a cache that keeps nothing."""
+    if isinstance(cache, (NullCache, FlaskCachingNullCache)):
+        raise ValueError("a NullCache keeps nothing and cannot hold login sessions")
+    return _RedisBackend(cache) if isinstance(cache, CachelibRedisCache) else _CacheBackend(cache)
+
+
 class SessionStore:
-    """Creates, loads (sliding the expiry), and revokes sessions."""
+    """Creates, loads (sliding the expiry), and revokes one mini program's sessions."""
 
     def __init__(
-        self, cache: BaseCache, config: Mapping[str, Any], clock: Callable[[], float] = time.time
+        self,
+        backend: Any,
+        config: Mapping[str, Any],
+        appid: str,
+        key_prefix: str,
+        clock: Callable[[], float] = time.time,
     ) -> None:
-        if isinstance(cache, (NullCache, FlaskCachingNullCache)):
-            raise ValueError("a NullCache keeps nothing and cannot hold login sessions")
-        self.backend = (
-            _RedisBackend(cache) if isinstance(cache, CachelibRedisCache) else _CacheBackend(cache)
-        )
+        self.backend = backend
         #: The app's config, read at each call.
         self.config = config
+        #: The mini program whose sessions these are.
+        self.appid = appid
+        #: Prepended to every key of this mini program.
+        self.key_prefix = key_prefix
         #: Seconds since the epoch; tests replace it to move time.
         self.clock = clock
 
@@ -171,13 +215,23 @@ class SessionStore:
         """Store a new session under a fresh random id; :class:`StoreUnavailable` if it was not kept."""
         config = self.config
         now = int(self.clock())
-        session = WxUser(new_session_id(), openid, session_key, unionid, user_id, now, now)
-        key = config["WXLOGIN_KEY_PREFIX"] + session.session_id
+        session = WxUser(new_session_id(), openid, session_key, unionid, user_id, now, now, self.appid)
+        key = self.key_prefix + session.session_id
         if not self.backend.add(key, _encode(session), config["WXLOGIN_SESSION_IDLE_TIMEOUT"]):
             log.error("session store refused to keep a new session")
             raise StoreUnavailable()
-        self.backend.index_add(self._index_key(openid), session.session_id, config["WXLOGIN_SESSION_MAX_AGE"])
+        self.backend.record_login(
+            self._index_key(openid), session.session_id, self._newest_key_key(openid), session_key,
+            config["WXLOGIN_SESSION_MAX_AGE"],
+        )
         return session
+
+    def newest_session_key(self, openid: str) -> Optional[str]:
+        """The session_key of ``openid``'s latest login here, while any session could use it."""
+        value = self.backend.get(self._newest_key_key(openid))
+        if isinstance(value, bytes):
+            value = value.decode("ascii", "replace")
+        return value if isinstance(value, str) and value else None
 
     def end_all(self, openid: str) -> int:
         """End every session of ``openid`` through its index, without scanning keys."""
@@ -190,17 +244,20 @@ class SessionStore:
 
     def _index_key(self, openid: str) -> str:
         """The key listing a user's session ids; ``u:`` cannot start a session id's key."""
-        return f"{self.config['WXLOGIN_KEY_PREFIX']}u:{openid}"
+        return f"{self.key_prefix}u:{openid}"
+
+    def _newest_key_key(self, openid: str) -> str:
+        return f"{self.key_prefix}k:{self.appid}:{openid}"
 
     def load(self, session_id: str) -> Optional[WxUser]:
         """The live session with this id, or ``None`` if it expired, was revoked or never was."""
         config = self.config
-        key = config["WXLOGIN_KEY_PREFIX"] + session_id
+        key = self.key_prefix + session_id
         raw = self.backend.get(key)
         if raw is None:
             return None
         try:
-            session = _decode(session_id, raw)
+            session = _decode(session_id, raw, self.appid)
         except (ValueError, UnicodeError):
             log.warning("unreadable session record; treating it as no session")
             return None
@@ -220,7 +277,7 @@ class SessionStore:
 
     def revoke(self, session_id: str) -> None:
         """End a session; ending one that is already gone is not an error."""
-        self.backend.delete(self.config["WXLOGIN_KEY_PREFIX"] + session_id)
+        self.backend.delete(self.key_prefix + session_id)
 
 
 def _encode(session: WxUser) -> str:
@@ -231,7 +288,7 @@ def _encode(session: WxUser) -> str:
     )
 
 
-def _decode(session_id: str, raw: Any) -> WxUser:
+def _decode(session_id: str, raw: Any, appid: str) -> WxUser:
     """The session in ``raw``; ValueError or UnicodeError if it is not one of ours."""
     if isinstance(raw, bytes):
         raw = raw.decode("utf-8")
@@ -241,5 +298,5 @@ def _decode(session_id: str, raw: Any) -> WxUser:
     created_at = int(created)
     return WxUser(
         session_id, openid, session_key, unionid or None,
-        json.loads(user_id) if user_id else None, created_at, created_at + int(refreshed),
+        json.loads(user_id) if user_id else None, created_at, created_at + int(refreshed), appid,
     )

@@ -1,7 +1,9 @@
-"""A stand-in for WeChat's ``sns/jscode2session`` on loopback, over real HTTP.
+"""A stand-in for WeChat's API on loopback, over real HTTP.
 
-Used by the example app's demo mode and the integration tests. It binds only
-to loopback addresses, so it cannot stand in for WeChat on a real network.
+It answers ``sns/jscode2session``, ``cgi-bin/stable_token``,
+``wxa/business/getuserphonenumber`` and ``wxa/checksession``. Used by the
+example app's demo mode and the integration tests. It binds only to loopback
+addresses, so it cannot stand in for WeChat on a real network.
 """
 from __future__ import annotations
 
@@ -10,6 +12,7 @@ import hashlib
 import ipaddress
 import json
 import os
+import secrets
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Callable, Dict, List, Optional, Tuple, Union
@@ -20,19 +23,29 @@ Answer = Callable[[Dict[str, str]], Tuple[int, Union[Dict[str, Any], bytes]]]
 
 
 class FakeWeChat:
-    """Answers jscode2session for one appid/secret; every non-empty code logs in.
+    """Answers WeChat's API for one appid/secret; every non-empty code logs in.
 
     The user's openid is derived from the code (``demo-`` + a hash), so the same
     code always gives the same user; each login gets a fresh random session_key.
-    Replace ``answer`` to script other replies. ``calls`` records each query.
+    A phone number code gives a made-up number derived from it. Replace
+    ``answer`` to script other jscode2session replies (``calls`` records each
+    query), or an entry of ``answers`` for another path (``requests`` records
+    every path and its parameters, JSON body included).
     """
 
     def __init__(self, appid: str, secret: str, host: str = "127.0.0.1", port: int = 0) -> None:
         if not ipaddress.ip_address(host).is_loopback:
             raise ValueError("FakeWeChat serves on loopback addresses only")
         self.appid, self.secret = appid, secret
-        self.answer: Answer = self.demo_answer
+        self.answers: Dict[str, Answer] = {
+            "/sns/jscode2session": self.demo_answer,
+            "/cgi-bin/stable_token": self.demo_token,
+            "/wxa/business/getuserphonenumber": self.demo_phone_number,
+            "/wxa/checksession": lambda params: (200, {"errcode": 0, "errmsg": "ok"}),
+        }
         self.calls: List[Dict[str, str]] = []
+        self.requests: List[Tuple[str, Dict[str, Any]]] = []
+        self._token = "demo-token-" + secrets.token_hex(16)
         self._server = ThreadingHTTPServer((host, port), _handler_for(self))
         self._server.daemon_threads = True
         self._thread: Optional[threading.Thread] = None
@@ -42,6 +55,32 @@ class FakeWeChat:
         """The base URL to use as ``WXLOGIN_API_BASE``."""
         host, port = self._server.server_address[:2]
         return f"http://{host!s}:{port}"
+
+    @property
+    def answer(self) -> Answer:
+        """The jscode2session answer."""
+        return self.answers["/sns/jscode2session"]
+
+    @answer.setter
+    def answer(self, answer: Answer) -> None:
+        self.answers["/sns/jscode2session"] = answer
+
+    def demo_token(self, params: Dict[str, Any]) -> Tuple[int, Dict[str, Any]]:
+        if (params.get("appid"), params.get("secret")) != (self.appid, self.secret):
+            return 200, {"errcode": 40125, "errmsg": "invalid appid or secret"}
+        return 200, {"access_token": self._token, "expires_in": 7200}
+
+    def demo_phone_number(self, params: Dict[str, Any]) -> Tuple[int, Dict[str, Any]]:
+        if params.get("access_token") != self._token:
+            return 200, {"errcode": 40001, "errmsg": "invalid credential"}
+        if not params.get("code"):
+            return 200, {"errcode": 40029, "errmsg": "invalid code"}
+        digits = str(int(hashlib.sha256(str(params["code"]).encode()).hexdigest(), 16))[-8:]
+        number = "139" + digits
+        return 200, {"errcode": 0, "errmsg": "ok", "phone_info": {
+            "phoneNumber": number, "purePhoneNumber": number, "countryCode": "86",
+            "watermark": {"appid": self.appid, "timestamp": 0},
+        }}
 
     def demo_answer(self, params: Dict[str, str]) -> Tuple[int, Dict[str, Any]]:
         if params.get("appid") != self.appid:
@@ -83,16 +122,30 @@ def _handler_for(fake: FakeWeChat) -> type:
         disable_nagle_algorithm = True
 
         def do_GET(self) -> None:
+            self._answer({})
+
+        def do_POST(self) -> None:
+            length = int(self.headers.get("Content-Length") or 0)
+            try:
+                body = json.loads(self.rfile.read(length) or b"{}")
+            except ValueError:
+                body = None
+            self._answer(body if isinstance(body, dict) else {"": "not a JSON object"})
+
+        def _answer(self, body: Dict[str, Any]) -> None:
             url = urlsplit(self.path)
-            params = dict(parse_qsl(url.query))
+            params: Dict[str, Any] = {**dict(parse_qsl(url.query)), **body}
             status: int
-            body: Union[Dict[str, Any], bytes]
-            if url.path != "/sns/jscode2session":
-                status, body = 404, {"errcode": 404, "errmsg": "not found"}
+            reply: Union[Dict[str, Any], bytes]
+            answer = fake.answers.get(url.path)
+            if answer is None:
+                status, reply = 404, {"errcode": 404, "errmsg": "not found"}
             else:
-                fake.calls.append(params)
-                status, body = fake.answer(params)
-            payload = body if isinstance(body, bytes) else json.dumps(body).encode()
+                fake.requests.append((url.path, params))
+                if url.path == "/sns/jscode2session":
+                    fake.calls.append(params)
+                status, reply = answer(params)
+            payload = reply if isinstance(reply, bytes) else json.dumps(reply).encode()
             self.send_response(status)
             self.send_header("Content-Type", "application/json")
             self.send_header("Content-Length", str(len(payload)))

@@ -38,14 +38,16 @@ class SkeySigner:
     again on each call, a third of its cost.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, salt: str = SALT) -> None:
+        #: Binds skeys to one use: :data:`SALT` for the main mini program, plus ``:<appid>`` for others.
+        self.salt = salt
         self._cached: Tuple[Tuple[Any, ...], Optional[_Keys]] = ((), None)
 
     def _for(self, secret_key: Any, fallbacks: Sequence[Any]) -> "_Keys":
         keys = (*fallbacks, secret_key)
         cached_keys, prepared = self._cached
         if prepared is None or keys != cached_keys:
-            prepared = _Keys(keys)
+            prepared = _Keys(keys, self.salt)
             self._cached = (keys, prepared)
         return prepared
 
@@ -74,9 +76,9 @@ class _Keys:
 
     __slots__ = ("signer", "newest_first")
 
-    def __init__(self, keys: Sequence[Any]) -> None:
+    def __init__(self, keys: Sequence[Any], salt: str) -> None:
         self.signer = Signer(
-            list(keys), salt=SALT, key_derivation="hmac", digest_method=hashlib.sha256
+            list(keys), salt=salt, key_derivation="hmac", digest_method=hashlib.sha256
         )
         self.newest_first = [self.signer.derive_key(key) for key in reversed(self.signer.secret_keys)]
 

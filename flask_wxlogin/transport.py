@@ -4,13 +4,26 @@ The appsecret and access_token travel in query strings and bodies, so nothing
 here puts a URL, a query or a library's exception text into a message: errors
 are raised outside the ``except`` block (not even ``__context__`` keeps
 requests' text) and the urllib3 logger is scrubbed (see :mod:`.redact`).
+
+requests' timeout bounds each socket operation, not the exchange, so a server
+dripping one byte at a time could hold a login for ever. A watchdog (a timer
+thread per call) bounds the whole exchange instead: connections made by
+:class:`WatchedAdapter` put themselves in its care as they connect and send,
+and at the deadline it shuts the socket down, which ends any read at once;
+such a connection is closed, never pooled half-read.
 """
 from __future__ import annotations
 
-import time
-from typing import Any, Dict, Optional, Tuple
+import contextlib
+import socket
+import threading
+from contextvars import ContextVar
+from typing import Any, Dict, Optional, Tuple, Type
 
 import requests
+from requests.adapters import HTTPAdapter
+from urllib3 import HTTPConnectionPool, HTTPSConnectionPool, poolmanager
+from urllib3.connection import HTTPConnection, HTTPSConnection
 
 from .errors import WeChatError
 
@@ -26,31 +39,27 @@ def fetch(
     params: Optional[Dict[str, Any]] = None,
     json: Optional[Dict[str, Any]] = None,
 ) -> Tuple[bytes, int]:
-    """``(body, status)`` of one request, or a :class:`WeChatError` with no trace of the URL."""
+    """``(body, status)`` of one request, or a :class:`WeChatError` with no trace of the URL.
+
+    Connecting, sending, the headers and the body together take at most
+    ``timeout`` when ``http`` mounts :class:`WatchedAdapter`.
+    """
+    watchdog = _Watchdog(timeout)
     try:
-        with http.request(
+        with watchdog, http.request(
             method, url, params=params, json=json, timeout=timeout, stream=True, allow_redirects=False
         ) as response:
-            return _read_bounded(response, time.monotonic() + timeout), response.status_code
-    except requests.Timeout:
-        error = wechat_error(504, "wechat_timeout", "WeChat did not answer in time.")
-    except requests.ConnectionError:
-        error = wechat_error(502, "wechat_unreachable", "WeChat could not be reached.")
-    except requests.RequestException:
-        error = bad_response("The call to WeChat failed.")
+            body, status = _read_bounded(response, watchdog), response.status_code
+    except requests.RequestException as exc:
+        error = _error_for(exc, watchdog.fired)
+    else:
+        if watchdog.fired:
+            error = _error_for(requests.Timeout(), True)
+        elif body is None:
+            error = bad_response("WeChat's answer is too large.")
+        else:
+            return body, status
     raise error
-
-
-def _read_bounded(response: requests.Response, deadline: float) -> bytes:
-    """At most :data:`MAX_RESPONSE_BYTES` of the body, read before ``deadline``."""
-    body = b""
-    for chunk in response.iter_content(chunk_size=1024):
-        body += chunk
-        if len(body) > MAX_RESPONSE_BYTES:
-            raise requests.RequestException("response too large")
-        if time.monotonic() > deadline:
-            raise requests.Timeout("response too slow")
-    return body
 
 
 def bad_response(message: str) -> WeChatError:
@@ -59,3 +68,137 @@ def bad_response(message: str) -> WeChatError:
 
 def wechat_error(status: int, error: str, message: str, errcode: Optional[int] = None) -> WeChatError:
     return WeChatError(message, error=error, status=status, errcode=errcode)
+
+
+def _read_bounded(response: requests.Response, watchdog: "_Watchdog") -> Optional[bytes]:
+    """The body, ``None`` past :data:`MAX_RESPONSE_BYTES`; cut short once ``watchdog`` fired."""
+    declared = response.headers.get("Content-Length", "")
+    if declared.isdigit() and int(declared) > MAX_RESPONSE_BYTES:
+        return None
+    body = b""
+    for chunk in response.iter_content(chunk_size=1024):
+        body += chunk
+        if len(body) > MAX_RESPONSE_BYTES:
+            return None
+        if watchdog.fired:
+            break
+    return body
+
+
+def _error_for(exc: requests.RequestException, timed_out: bool) -> WeChatError:
+    if timed_out or isinstance(exc, requests.Timeout):
+        return wechat_error(504, "wechat_timeout", "WeChat did not answer in time.")
+    if isinstance(exc, requests.ConnectionError) or _dropped(exc):
+        return wechat_error(502, "wechat_unreachable", "WeChat could not be reached.")
+    return bad_response("The call to WeChat failed.")
+
+
+def _dropped(exc: Optional[BaseException]) -> bool:
+    """Whether Python's ``ConnectionError`` (a reset, say) lies under a broken body."""
+    while exc is not None:
+        if isinstance(exc, ConnectionError):
+            return True
+        exc = exc.__cause__ or exc.__context__
+    return False
+
+
+# -- the watchdog ------------------------------------------------------------------
+
+_current: ContextVar[Optional["_Watchdog"]] = ContextVar("wxlogin_watchdog", default=None)
+
+
+class _Watchdog:
+    """From ``with`` until its end: at ``timeout``, fire and shut the connection in its care."""
+
+    def __init__(self, timeout: float) -> None:
+        self.fired = False
+        self._armed = True
+        self._connection: Optional[_WatchedConnection] = None
+        self._lock = threading.Lock()
+        self._timer = threading.Timer(timeout, self._fire)
+        self._timer.name = "wxlogin-watchdog"
+        self._timer.daemon = True
+
+    def __enter__(self) -> "_Watchdog":
+        self._token = _current.set(self)
+        self._timer.start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        with self._lock:
+            self._armed = False
+        self._timer.cancel()
+        self._timer.join()
+        _current.reset(self._token)
+
+    def watch(self, connection: "_WatchedConnection") -> None:
+        with self._lock:
+            self._connection, connection.watchdog = connection, self
+            if self.fired:
+                _shut(connection)
+
+    def _fire(self) -> None:
+        with self._lock:
+            if self._armed:
+                self.fired = True
+                # Not once the pool has handed the connection to another exchange.
+                if self._connection is not None and self._connection.watchdog is self:
+                    _shut(self._connection)
+
+
+def _shut(connection: HTTPConnection) -> None:
+    sock = connection.sock
+    if isinstance(sock, socket.socket):
+        # socket.socket's own shutdown: ssl.SSLSocket's drops its TLS state under the reader.
+        with contextlib.suppress(OSError):
+            socket.socket.shutdown(sock, socket.SHUT_RDWR)
+
+
+class _WatchedConnection(HTTPConnection):
+    """A connection that puts itself in the care of the running exchange's watchdog."""
+
+    watchdog: Optional[_Watchdog] = None
+
+    def connect(self) -> None:
+        _watch(self)
+        super().connect()
+
+    def request(self, *args: Any, **kwargs: Any) -> None:
+        _watch(self)
+        super().request(*args, **kwargs)
+
+
+class _WatchedHTTPSConnection(_WatchedConnection, HTTPSConnection):
+    pass
+
+
+def _watch(connection: _WatchedConnection) -> None:
+    watchdog = _current.get()
+    if watchdog is not None:
+        watchdog.watch(connection)
+
+
+class _HTTPPool(HTTPConnectionPool):
+    ConnectionCls = _WatchedConnection
+
+
+class _HTTPSPool(HTTPSConnectionPool):
+    ConnectionCls = _WatchedHTTPSConnection
+
+
+_POOLS: Dict[str, Type[HTTPConnectionPool]] = {"http": _HTTPPool, "https": _HTTPSPool}
+
+
+class WatchedAdapter(HTTPAdapter):
+    """An ``HTTPAdapter`` whose connections :func:`fetch`'s watchdog can cut at its deadline."""
+
+    def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
+        super().init_poolmanager(*args, **kwargs)
+        self.poolmanager.pool_classes_by_scheme = _POOLS
+
+    def proxy_manager_for(self, proxy: str, **kwargs: Any) -> Any:
+        manager = super().proxy_manager_for(proxy, **kwargs)
+        # Only urllib3's own pool classes: SOCKS proxies bring theirs (and go unwatched).
+        if manager.pool_classes_by_scheme is poolmanager.pool_classes_by_scheme:
+            manager.pool_classes_by_scheme = _POOLS
+        return manager

@@ -1,7 +1,11 @@
 """The logged-in user as views see it through ``current_wx_user``."""
 from __future__ import annotations
 
-from typing import Any, Optional, Union
+from typing import Any, Dict, Optional, Union
+
+from flask import current_app
+
+from .errors import Unauthorized
 
 #: What an ``on_login`` callback may return and the session keeps.
 UserId = Optional[Union[str, int]]
@@ -18,7 +22,7 @@ class WxUser:
 
     __slots__ = (
         "session_id", "openid", "session_key", "unionid", "user_id",
-        "created_at", "refreshed_at", "_user",
+        "created_at", "refreshed_at", "appid", "_user",
     )
     is_authenticated = True
 
@@ -31,6 +35,7 @@ class WxUser:
         user_id: UserId,
         created_at: int,
         refreshed_at: int,
+        appid: str,
     ) -> None:
         self.session_id = session_id
         self.openid = openid
@@ -39,16 +44,33 @@ class WxUser:
         self.user_id = user_id
         self.created_at = created_at
         self.refreshed_at = refreshed_at
+        #: The mini program this session belongs to.
+        self.appid = appid
         self._user: Any = _NOT_LOADED
 
     @property
     def user(self) -> Any:
         """The app's own user object, from the ``user_loader`` callback (once per request)."""
         if self._user is _NOT_LOADED:
-            from flask import current_app
-
             self._user = current_app.extensions["wxlogin"].load_user(self.user_id)
         return self._user
+
+    def decrypt(self, encrypted_data: str, iv: str) -> Dict[str, Any]:
+        """The JSON object in WeChat's ``encryptedData`` (AES-128-CBC with the session_key).
+
+        Tries this session's key, then the user's newest one (a login on
+        another device replaces it at WeChat). Raises
+        :class:`~flask_wxlogin.DecryptError` (400) on any failure.
+        """
+        return current_app.extensions["wxlogin"].decrypt(self, encrypted_data, iv)  # type: ignore[no-any-return]
+
+    def check_signature(self, raw_data: str, signature: str) -> bool:
+        """Whether ``signature`` is ``sha1(rawData + session_key)`` (constant-time compare)."""
+        return current_app.extensions["wxlogin"].check_signature(self, raw_data, signature)  # type: ignore[no-any-return]
+
+    def check_session_key(self) -> bool:
+        """Ask WeChat (``wxa/checksession``) whether this session's key is still valid."""
+        return current_app.extensions["wxlogin"].check_session_key(self)  # type: ignore[no-any-return]
 
     def __repr__(self) -> str:
         return f"<WxUser openid={self.openid!r} user_id={self.user_id!r}>"
@@ -59,7 +81,16 @@ class AnonymousWxUser:
 
     __slots__ = ()
     is_authenticated = False
-    session_id = openid = session_key = unionid = user_id = user = None
+    session_id = openid = session_key = unionid = user_id = user = appid = None
+
+    def decrypt(self, encrypted_data: str, iv: str) -> Dict[str, Any]:
+        raise Unauthorized()
+
+    def check_signature(self, raw_data: str, signature: str) -> bool:
+        raise Unauthorized()
+
+    def check_session_key(self) -> bool:
+        raise Unauthorized()
 
     def __bool__(self) -> bool:
         return False

@@ -9,6 +9,7 @@ from flask import Blueprint, Response, current_app, jsonify, request
 from werkzeug.exceptions import RequestEntityTooLarge
 
 from . import signals
+from .config import MAIN_PROGRAM
 from .errors import BadLoginRequest, WxLoginError
 
 blueprint = Blueprint("wxlogin", __name__)
@@ -22,9 +23,10 @@ _FORMS = ("application/x-www-form-urlencoded", "multipart/form-data")
 
 
 @blueprint.post("/login")
-def login() -> Response:
+@blueprint.post("/<program>/login")
+def login(program: Optional[str] = None) -> Response:
     try:
-        user, skey = current_app.extensions["wxlogin"].login(read_code())
+        user, skey = current_app.extensions["wxlogin"].login(read_code(), _known(program))
     except WxLoginError as error:
         signals.user_login_failed.send(current_app._get_current_object(), error=error)  # type: ignore[attr-defined]
         raise
@@ -33,8 +35,9 @@ def login() -> Response:
 
 
 @blueprint.post("/logout")
-def logout() -> Response:
-    current_app.extensions["wxlogin"].logout()
+@blueprint.post("/<program>/logout")
+def logout(program: Optional[str] = None) -> Response:
+    current_app.extensions["wxlogin"].logout(_known(program))
     return _ok({})
 
 
@@ -43,10 +46,23 @@ _NOT_POST = ["GET", "PUT", "PATCH", "DELETE", "TRACE", "CONNECT"]
 
 @blueprint.route("/login", methods=_NOT_POST)
 @blueprint.route("/logout", methods=_NOT_POST)
-def wrong_method() -> Response:
+@blueprint.route("/<program>/login", methods=_NOT_POST)
+@blueprint.route("/<program>/logout", methods=_NOT_POST)
+def wrong_method(program: Optional[str] = None) -> Response:
     raise BadLoginRequest(
         f"Use POST, not {request.method}.", error="method_not_allowed", status=405
     )
+
+
+def _known(program: Optional[str]) -> Optional[str]:
+    """``program`` if the app serves a mini program of that name, else a 404."""
+    if program is not None and program not in current_app.config["WXLOGIN_MINI_PROGRAMS"]:
+        if program != MAIN_PROGRAM:
+            raise BadLoginRequest(
+                f"No mini program is called {program!r} here.", error="mini_program_unknown", status=404
+            )
+        return None
+    return program
 
 
 def read_code() -> str:
@@ -61,7 +77,7 @@ def read_code() -> str:
         raise BadLoginRequest(
             f"The request body is over {MAX_BODY_BYTES} bytes.", error="body_too_large", status=413
         ) from None
-    return _checked(code)
+    return checked_code(code)
 
 
 def _code_from_body(raw: bytes) -> Optional[Any]:
@@ -84,7 +100,8 @@ def _code_from_body(raw: bytes) -> Optional[Any]:
     raise _body_invalid('Send {"code": "<code from wx.login>"}.')
 
 
-def _checked(code: Any) -> str:
+def checked_code(code: Any) -> str:
+    """``code`` if it looks like a wx.login or getPhoneNumber code, else :class:`BadLoginRequest`."""
     if code is None or code == "":
         raise BadLoginRequest("The request carries no login code.")
     if not isinstance(code, str):

@@ -120,11 +120,14 @@ def stub(request: Any) -> Iterator[FakeWeChat]:
 def fake(stub: FakeWeChat) -> Iterator[FakeWeChat]:
     """The module's stub, reset; ``fake.release`` frees an answer still waiting at the end."""
     handler = stub._server.RequestHandlerClass
-    stub.answer, stub.release = stub.demo_answer, threading.Event()  # type: ignore[attr-defined]
+    answers = dict(stub.answers)
+    stub.release = threading.Event()  # type: ignore[attr-defined]
     stub.calls.clear()
+    stub.requests.clear()
     yield stub
     stub.release.set()  # type: ignore[attr-defined]
     stub._server.RequestHandlerClass = handler
+    stub.answers.update(answers)
 
 
 def login(client: Any, code: str = CODE, **kwargs: Any) -> str:
@@ -188,3 +191,52 @@ def redis_app(redis_url: str, redis_prefix: str) -> Flask:
 
 
 Factory = Callable[..., Flask]
+
+
+# -- Redis Cluster and Sentinel (tests/redis_cluster.py starts them) ----------
+
+import os  # noqa: E402
+
+from .redis_cluster import LocalCluster, LocalSentinel, delete_keys, healthy, ports  # noqa: E402
+
+#: The cluster `.ci/redis-cluster` keeps running; WXLOGIN_TEST_CLUSTER may name another.
+CI_CLUSTER = "127.0.0.1:7001,127.0.0.1:7002,127.0.0.1:7003"
+
+
+@pytest.fixture(scope="session")
+def redis_cluster(tmp_path_factory: Any) -> Iterator[str]:
+    """``CACHE_REDIS_CLUSTER`` of a healthy cluster: the one named, CI's, or a private one started here.
+
+    Tests share it and must not stop its nodes: see ``doomed_cluster``.
+    """
+    named = os.environ.get("WXLOGIN_TEST_CLUSTER")
+    if named:
+        assert healthy(ports(named)), f"WXLOGIN_TEST_CLUSTER={named} is not the masters of a healthy cluster"
+        yield named
+    elif healthy(ports(CI_CLUSTER)):
+        yield CI_CLUSTER
+    else:
+        with LocalCluster(tmp_path_factory.mktemp("cluster")).start() as cluster:
+            yield cluster.spec
+
+
+@pytest.fixture
+def cluster_prefix(redis_cluster: str) -> Iterator[str]:
+    """A key prefix of this test's own on the shared cluster; its keys are deleted afterwards."""
+    prefix = f"wxltest:{uuid.uuid4().hex[:12]}:"
+    yield prefix
+    delete_keys(ports(redis_cluster), prefix + "*")
+
+
+@pytest.fixture
+def doomed_cluster(tmp_path: Any) -> Iterator[LocalCluster]:
+    """A private cluster for this test alone, whose nodes it may kill or freeze."""
+    with LocalCluster(tmp_path / "cluster").start() as cluster:
+        yield cluster
+
+
+@pytest.fixture
+def redis_sentinel(tmp_path: Any) -> Iterator[LocalSentinel]:
+    """A master, its replica and one sentinel that calls them ``mymaster``."""
+    with LocalSentinel(tmp_path / "sentinel").start() as sentinel:
+        yield sentinel

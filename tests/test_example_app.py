@@ -143,3 +143,62 @@ def test_any_real_setting_alone_rules_out_demo_mode(monkeypatch, caplog, only):
         example_app.create_app()
 
     assert demo_warnings(caplog) == []
+
+
+def test_demo_phone_route_returns_a_number_for_a_logged_in_user(demo_env):
+    client = example_app.create_app().test_client()
+    skey = login(client, "demo-code-phone")["skey"]
+
+    first = client.post("/phone", json={"code": "phone-code-1"}, headers={"X-WX-Skey": skey})
+    again = client.post("/phone", json={"code": "phone-code-1"}, headers={"X-WX-Skey": skey})
+    other = client.post("/phone", json={"code": "phone-code-2"}, headers={"X-WX-Skey": skey})
+
+    assert first.status_code == 200, first.get_json()
+    data = first.get_json()["data"]
+    assert set(data) == {"phoneNumber", "purePhoneNumber", "countryCode"}
+    assert data["phoneNumber"].isdigit() and len(data["phoneNumber"]) == 11
+    assert again.get_json()["data"] == data
+    assert other.get_json()["data"]["phoneNumber"] != data["phoneNumber"]
+
+
+@pytest.mark.parametrize("body, error", [
+    pytest.param({}, "code_missing", id="no-code"),
+    pytest.param({"code": "a&b"}, "code_malformed", id="ampersand"),
+    pytest.param({"code": 42}, "code_malformed", id="not-a-string"),
+])
+def test_demo_phone_route_refuses_a_bad_code(demo_env, body, error):
+    client = example_app.create_app().test_client()
+    skey = login(client, "demo-code-phone")["skey"]
+
+    response = client.post("/phone", json=body, headers={"X-WX-Skey": skey})
+
+    assert response.status_code == 400
+    assert response.get_json()["error"] == error
+
+
+def test_phone_route_needs_a_session(demo_env):
+    response = example_app.create_app().test_client().post("/phone", json={"code": "phone-code-1"})
+
+    assert response.status_code == 401
+
+
+def test_with_credentials_the_phone_route_asks_the_real_wechat(real_env, requests_mock):
+    requests_mock.get(WECHAT + "/sns/jscode2session",
+                      json={"openid": "oRealOpenid0001", "session_key": "cmVhbC1zZXNzaW9uLWtleQ=="})
+    token = requests_mock.post(WECHAT + "/cgi-bin/stable_token", json={"access_token": "real-token-1", "expires_in": 7200})
+    phone = requests_mock.post(WECHAT + "/wxa/business/getuserphonenumber", json={
+        "errcode": 0, "errmsg": "ok", "phone_info": {
+            "phoneNumber": "+86 13800000000", "purePhoneNumber": "13800000000", "countryCode": "86",
+            "watermark": {"appid": REAL_ENV["WXLOGIN_APPID"], "timestamp": 1700000000}}})
+    client = example_app.create_app().test_client()
+    skey = login(client, "real-code-1")["skey"]
+
+    response = client.post("/phone", json={"code": "real-phone-code"}, headers={"X-WX-Skey": skey})
+
+    assert response.get_json() == {"code": "200", "data": {
+        "phoneNumber": "+86 13800000000", "purePhoneNumber": "13800000000", "countryCode": "86"}}
+    assert token.last_request.json() == {
+        "grant_type": "client_credential", "appid": REAL_ENV["WXLOGIN_APPID"],
+        "secret": REAL_ENV["WXLOGIN_SECRET"], "force_refresh": False}
+    assert phone.last_request.qs == {"access_token": ["real-token-1"]}
+    assert phone.last_request.json() == {"code": "real-phone-code"}

@@ -24,10 +24,11 @@ SESSION_KEY = "SessKey+NEVER/LOG+5e8d1c=="
 SECRET_KEY = "flask-SECRET_KEY-never-log-0c4f"
 OPENID = "oSecretsTestOpenid0000000001"
 CODE = "0c3Xy9Ga1SecretsTestCode00"
+ACCESS_TOKEN = "ACCESS_TOKEN-never-log-93_kd8Xq2"
 
 #: Each secret as it could appear: raw, and URL-encoded the ways requests and urllib3 write it.
 NEEDLES = sorted({
-    APPSECRET, SESSION_KEY, quote(SESSION_KEY, safe=""), quote_plus(SESSION_KEY), SECRET_KEY,
+    APPSECRET, SESSION_KEY, quote(SESSION_KEY, safe=""), quote_plus(SESSION_KEY), SECRET_KEY, ACCESS_TOKEN,
 })
 
 URLLIB3_LOGGERS = ("urllib3", "urllib3.connectionpool", "urllib3.util.retry", "urllib3.response")
@@ -304,3 +305,52 @@ def test_redact_removes_the_secret_and_keeps_the_rest(raw, expected):
 )
 def test_redact_leaves_text_without_a_secret_alone(text):
     assert redact(text) == text
+
+
+# -- open data and server APIs ------------------------------------------------------
+
+def test_token_phone_number_and_checksession_leak_nothing(debug_logs, fake):
+    """The access_token rides in query strings; the appsecret in stable_token's body."""
+    fake.answer = OK(fake)
+    fake._token = ACCESS_TOKEN
+    rejected = iter([True])
+
+    def phone(params: Dict[str, Any]) -> Tuple[int, Any]:
+        if next(rejected, False):  # the first call: WeChat rejects the token once
+            return 200, {"errcode": 40001, "errmsg": f"invalid credential, access_token is {params['access_token']}"}
+        return fake.demo_phone_number(params)
+
+    fake.answers["/wxa/business/getuserphonenumber"] = phone
+    app = secret_app(fake)
+
+    @app.post("/phone")
+    def phone_route() -> Dict[str, Any]:
+        return app.extensions["wxlogin"].phone_number("phone-code-1")
+
+    @app.get("/check")
+    def check_route() -> Dict[str, Any]:
+        from flask_wxlogin import current_wx_user
+
+        return {"valid": current_wx_user.check_session_key(), "decrypt": _decrypt_error(current_wx_user)}
+
+    client = app.test_client()
+    skey = client.post("/auth/login", json={"code": CODE}).get_json()["data"]["skey"]
+    responses = [client.post("/phone"), client.get("/check", headers={"X-WX-Skey": skey})]
+
+    assert [r.status_code for r in responses] == [200, 200], [r.get_json() for r in responses]
+    paths = [path for path, _ in fake.requests]
+    assert paths.count("/wxa/business/getuserphonenumber") == 2 and "/wxa/checksession" in paths
+    lines = [r.getMessage() for r in debug_logs.records if "access_token=" in r.getMessage()]
+    assert lines, "urllib3 logged no line with the token's parameter: the leak check would be vacuous"
+    assert_nothing_leaked(debug_logs, responses, [])
+
+
+def _decrypt_error(user: Any) -> str:
+    from flask_wxlogin import DecryptError
+
+    try:
+        user.decrypt("AAAAAAAAAAAAAAAAAAAAAA==", "AAAAAAAAAAAAAAAAAAAAAA==")
+    except DecryptError as error:
+        assert_no_leak("decrypt error", exception_texts(error))
+        return error.error
+    return "decrypted?"

@@ -10,7 +10,7 @@ import time
 import pytest
 from cachelib import SimpleCache
 
-from .conftest import OPENID, SESSION_KEY, UNIONID, login, make_app
+from .conftest import APPID, OPENID, SESSION_KEY, UNIONID, login, make_app
 
 IDLE, MAX_AGE = 1000, 5000
 
@@ -77,7 +77,7 @@ def test_redis_holds_a_compact_line_under_the_prefixed_key_with_the_idle_ttl(red
     assert len(raw) <= 100
     assert 0 < redis_db.ttl(key) <= redis_app.config["WXLOGIN_SESSION_IDLE_TIMEOUT"]
     assert sorted(redis_db.scan_iter(match=redis_prefix + "*")) == sorted(
-        [key.encode(), f"{redis_prefix}u:{OPENID}".encode()]
+        [key.encode(), f"{redis_prefix}u:{OPENID}".encode(), f"{redis_prefix}k:{APPID}:{OPENID}".encode()]
     )
 
 
@@ -150,7 +150,7 @@ def test_embedded_default_keeps_more_sessions_than_cachelibs_default_threshold(w
     skeys = [login(client, code=f"code{i}") for i in range(600)]
     assert all(_load(app, skey).status_code == 200 for skey in skeys[:5] + skeys[-5:])
     (backend,) = app.extensions["cache"].values()
-    assert len(backend._cache) == 601  # 600 sessions and the user's index
+    assert len(backend._cache) == 602  # 600 sessions, the user's index and newest session_key
 
 
 @pytest.fixture
@@ -183,7 +183,7 @@ def test_one_redis_command_per_protected_request_and_none_for_a_forged_skey(redi
 def test_unreachable_redis_is_503_never_401(wechat, path, method):
     app = make_app(CACHE_TYPE="RedisCache", CACHE_REDIS_URL="redis://127.0.0.1:1/0")
     with app.test_request_context():
-        skey = app.extensions["wxlogin"]._state().signer.sign("some-session-id", app.config["SECRET_KEY"])
+        skey = app.extensions["wxlogin"]._state().main.sign("some-session-id", app.config)
     started = time.monotonic()
     response = getattr(app.test_client(), method)(path, json={"code": "abc"}, headers={"X-WX-Skey": skey})
     assert time.monotonic() - started < 3
@@ -301,7 +301,7 @@ def test_a_hung_redis_cannot_hang_a_worker():
     threading.Thread(target=lambda: [held.append(listener.accept()) for _ in range(4)], daemon=True).start()
     app = make_app(CACHE_TYPE="RedisCache", CACHE_REDIS_URL=f"redis://127.0.0.1:{listener.getsockname()[1]}/0")
     with app.test_request_context():
-        skey = app.extensions["wxlogin"]._state().sign("some-session-id")
+        skey = app.extensions["wxlogin"]._state().main.sign("some-session-id", app.config)
     started = time.monotonic()
     response = app.test_client().get("/me", headers={"X-WX-Skey": skey})
     elapsed = time.monotonic() - started

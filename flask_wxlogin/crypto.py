@@ -1,0 +1,108 @@
+"""WeChat's open-data cryptography: decrypt ``encryptedData``, check signatures.
+
+Decryption is AES-128-CBC with PKCS#7 padding (the ``cryptography`` package),
+the key being the base64-decoded ``session_key``. Any new ``wx.login`` may
+replace a user's session_key at WeChat, so callers pass every key they hold,
+newest last; a key that cannot be fetched until the first one fails is passed
+as a callable.
+"""
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import hmac
+import json
+from typing import Any, Callable, Dict, Iterable, Optional, Union
+
+from cryptography.hazmat.primitives import padding
+from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
+
+from .errors import DecryptError
+
+#: A session_key, or a callable giving one (``None`` when there is no other).
+KeySource = Union[str, Callable[[], Optional[str]]]
+
+#: Encrypted open data is a few KiB; refuse to work on more.
+MAX_ENCRYPTED_CHARS = 64 * 1024
+
+
+def decrypt(encrypted_data: Any, iv: Any, keys: Iterable[KeySource], appid: str) -> Dict[str, Any]:
+    """The JSON object in ``encrypted_data``, decrypted with the first key that works.
+
+    :class:`DecryptError` if the input is malformed (``data_malformed``), no
+    key decrypts it (``session_key_stale``), or its watermark names another
+    mini program (``watermark_mismatch``).
+    """
+    ciphertext = _b64(encrypted_data, "encryptedData")
+    iv_bytes = _b64(iv, "iv")
+    if not ciphertext or len(ciphertext) % 16 or len(iv_bytes) != 16:
+        raise _malformed("encryptedData must be whole AES blocks and iv exactly 16 bytes.")
+    for key in _keys(keys):
+        data = _decrypt_with(key, ciphertext, iv_bytes)
+        if data is not None:
+            break
+    else:
+        raise DecryptError(
+            "The data does not decrypt with this session's key; call wx.login, then retry once.",
+            error="session_key_stale",
+        )
+    watermark = data.get("watermark")
+    if not isinstance(watermark, dict) or watermark.get("appid") != appid:
+        raise DecryptError(
+            "The data was encrypted for another mini program.", error="watermark_mismatch"
+        )
+    return data
+
+
+def raw_data_signature_ok(raw_data: Any, signature: Any, keys: Iterable[KeySource]) -> bool:
+    """Whether ``signature`` is ``sha1(rawData + session_key)`` for one of ``keys``."""
+    if not isinstance(raw_data, str) or not isinstance(signature, str):
+        return False
+    given = signature.lower().encode("ascii", "replace")
+    for key in _keys(keys):
+        expected = hashlib.sha1((raw_data + key).encode("utf-8")).hexdigest().encode("ascii")
+        if hmac.compare_digest(expected, given):
+            return True
+    return False
+
+
+def login_state_signature(session_key: str, body: str = "") -> str:
+    """WeChat's user login state signature: ``hmac_sha256(key=session_key, body)``, hex."""
+    return hmac.new(session_key.encode("ascii"), body.encode("utf-8"), hashlib.sha256).hexdigest()
+
+
+def _keys(sources: Iterable[KeySource]) -> Iterable[str]:
+    """Each distinct usable key, calling a callable source only when reached."""
+    tried = set()
+    for source in sources:
+        key = source() if callable(source) else source
+        if key and key not in tried:
+            tried.add(key)
+            yield key
+
+
+def _decrypt_with(session_key: str, ciphertext: bytes, iv: bytes) -> Optional[Dict[str, Any]]:
+    """The JSON object, or ``None`` if this key does not decrypt the data."""
+    try:
+        key = base64.b64decode(session_key, validate=True)
+        decryptor = Cipher(algorithms.AES(key), modes.CBC(iv)).decryptor()
+        padded = decryptor.update(ciphertext) + decryptor.finalize()
+        unpadder = padding.PKCS7(algorithms.AES.block_size).unpadder()
+        data = json.loads(unpadder.update(padded) + unpadder.finalize())
+    except (ValueError, binascii.Error, RecursionError):  # bad key, padding, UTF-8 or JSON
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def _b64(value: Any, name: str) -> bytes:
+    if not isinstance(value, str) or len(value) > MAX_ENCRYPTED_CHARS:
+        raise _malformed(f"{name} must be a base64 string.")
+    try:
+        return base64.b64decode(value, validate=True)
+    except (binascii.Error, ValueError):
+        raise _malformed(f"{name} is not valid base64.") from None
+
+
+def _malformed(message: str) -> DecryptError:
+    return DecryptError(message, error="data_malformed")

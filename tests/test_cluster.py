@@ -1,0 +1,274 @@
+"""Sessions on a Redis Cluster and behind Redis Sentinel: the whole flow, lost and hung nodes.
+
+The shared cluster (``redis_cluster``) is never harmed; tests that kill or
+freeze a node start a private one (``doomed_cluster``).
+"""
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from typing import Any, Dict, Iterator, List, Tuple
+
+import pytest
+import redis
+from flask import Flask
+
+from flask_wxlogin.store import _RedisBackend
+
+from .conftest import APPID, OPENID, login, make_app
+from .redis_cluster import HOST, SENTINEL_MASTER, node, node_of, ports
+from .test_access_token import STABLE_TOKEN
+from .test_access_token import test_twenty_concurrent_first_callers_cause_one_fetch as twenty_first_callers
+from .test_store import Clock
+
+IDLE, MAX_AGE = 1000, 5000
+#: Seconds a request may take when its master is dead or hung: 1 s socket timeout, one retry.
+BOUND = 3.5
+
+
+def cluster_app(cluster_spec: str, prefix: str, **config: Any) -> Flask:
+    app = make_app(CACHE_TYPE="RedisClusterCache", CACHE_REDIS_CLUSTER=cluster_spec,
+                   WXLOGIN_KEY_PREFIX=prefix, **config)
+    app.clock = Clock()  # type: ignore[attr-defined]
+    with app.app_context():
+        app.extensions["wxlogin"].store.clock = app.clock  # type: ignore[attr-defined]
+    return app
+
+
+@pytest.fixture
+def app(redis_cluster: str, cluster_prefix: str) -> Flask:
+    return cluster_app(redis_cluster, cluster_prefix,
+                       WXLOGIN_SESSION_IDLE_TIMEOUT=IDLE, WXLOGIN_SESSION_MAX_AGE=MAX_AGE)
+
+
+@pytest.fixture
+def cluster_db(redis_cluster: str) -> Iterator[redis.RedisCluster]:
+    client = redis.RedisCluster(startup_nodes=[redis.cluster.ClusterNode(HOST, port) for port in ports(redis_cluster)])
+    yield client
+    client.close()
+
+
+def session_key(app: Flask, skey: str) -> str:
+    return app.config["WXLOGIN_KEY_PREFIX"] + skey.split(".")[0]
+
+
+def me(app: Flask, skey: str) -> Tuple[int, float]:
+    """``GET /me`` with ``skey``: the status and the seconds it took; fails rather than hang."""
+    answer: Dict[str, Any] = {}
+
+    def request() -> None:
+        started = time.monotonic()
+        answer["status"] = app.test_client().get("/me", headers={"X-WX-Skey": skey}).status_code
+        answer["seconds"] = time.monotonic() - started
+
+    thread = threading.Thread(target=request, daemon=True)
+    thread.start()
+    thread.join(15)
+    assert answer, "the request was still waiting for Redis after 15 s"
+    return answer["status"], answer["seconds"]
+
+
+def spread_sessions(app: Flask, cluster_ports: List[int], at_least: int) -> Dict[int, List[str]]:
+    """Log in until every master holds ``at_least`` sessions: the skeys, by the port holding them."""
+    client = app.test_client()
+    by_node: Dict[int, List[str]] = {port: [] for port in cluster_ports}
+    for _ in range(60 * at_least):
+        if min(map(len, by_node.values())) >= at_least:
+            return by_node
+        skey = login(client)
+        by_node[node_of(cluster_ports, session_key(app, skey))].append(skey)
+    raise AssertionError(f"sessions never reached every node: {by_node}")
+
+
+# -- configuration -------------------------------------------------------------
+
+
+def test_a_cluster_cache_gets_the_redis_backend_and_bounded_connections(app):
+    with app.app_context():
+        backend = app.extensions["wxlogin"].store.backend
+    assert isinstance(backend, _RedisBackend)
+    cluster = backend._client
+    assert isinstance(cluster, redis.RedisCluster)
+    assert cluster.retry.get_retries() == 1
+    for cluster_node in cluster.get_nodes():
+        options = cluster_node.redis_connection.connection_pool.connection_kwargs
+        assert (options["socket_timeout"], options["socket_connect_timeout"]) == (1.0, 1.0)
+
+
+# -- the whole flow on a healthy cluster ------------------------------------------
+
+
+def test_login_check_slide_and_logout(app, cluster_db, wechat):
+    client = app.test_client()
+    skey = login(client)
+    key = session_key(app, skey)
+    assert me(app, skey)[0] == 200
+    assert cluster_db.get(key).decode().startswith(f"{OPENID}|")
+    assert 0 < cluster_db.ttl(key) <= IDLE
+
+    app.clock.now += IDLE * 0.6
+    assert me(app, skey)[0] == 200
+    assert cluster_db.get(key).decode().split("|")[4] == str(int(IDLE * 0.6))
+    assert IDLE - 5 < cluster_db.ttl(key) <= IDLE
+
+    assert client.post("/auth/logout", headers={"X-WX-Skey": skey}).status_code == 200
+    assert cluster_db.exists(key) == 0
+    assert me(app, skey)[0] == 401
+
+
+def test_an_idle_session_expires(app, wechat):
+    skey = login(app.test_client())
+    app.clock.now += IDLE
+    assert me(app, skey)[0] == 401
+
+
+def test_logout_all_ends_sessions_held_by_every_master(app, redis_cluster, cluster_db, wechat):
+    cluster_ports = ports(redis_cluster)
+    mine = spread_sessions(app, cluster_ports, at_least=1)
+    wechat.ok(openid="oSomeoneElse000000000000000")
+    theirs = login(app.test_client())
+    wechat.ok()
+    count = sum(map(len, mine.values()))
+
+    with app.app_context():
+        assert app.extensions["wxlogin"].logout_all(OPENID) == count
+
+    assert all(me(app, skey)[0] == 401 for skeys in mine.values() for skey in skeys)
+    assert me(app, theirs)[0] == 200
+    assert cluster_db.exists(f"{app.config['WXLOGIN_KEY_PREFIX']}u:{OPENID}") == 0
+    assert me(app, login(app.test_client()))[0] == 200
+
+
+def test_the_access_token_is_fetched_once_for_twenty_threads(app, cluster_db, requests_mock):
+    twenty_first_callers(app, requests_mock)
+    key = f"{app.config['WXLOGIN_KEY_PREFIX']}access_token:{APPID}"
+    assert cluster_db.get(key) == b"token-1"
+    assert cluster_db.exists(key + ":lock") == 0
+
+
+# -- lost and hung masters -------------------------------------------------------
+
+
+def test_a_killed_master_makes_its_sessions_503_and_no_others(doomed_cluster, wechat):
+    app = cluster_app(doomed_cluster.spec, "wxltest:")
+    sessions = spread_sessions(app, doomed_cluster.ports, at_least=5)
+    victim = doomed_cluster.ports[0]
+    doomed_cluster.kill(victim)
+
+    # Right after the kill, then once the other masters have flagged it as failed.
+    for when in ("killed", "flagged"):
+        if when == "flagged":
+            doomed_cluster.wait_flagged_failed(victim)
+        answers = {port: [me(app, skey) for skey in skeys] for port, skeys in sessions.items()}
+        assert [status for status, _ in answers[victim]] == [503] * len(sessions[victim]), when
+        for port in doomed_cluster.ports[1:]:
+            assert [status for status, _ in answers[port]] == [200] * len(sessions[port]), when
+        slowest = max(took for port_answers in answers.values() for _, took in port_answers)
+        assert slowest <= BOUND, when
+
+
+def test_with_a_killed_master_a_login_is_200_or_503(doomed_cluster, wechat):
+    app = cluster_app(doomed_cluster.spec, "wxltest:")
+    doomed_cluster.kill(doomed_cluster.ports[1])
+    client = app.test_client()
+    statuses = []
+    for user in range(40):  # a login writes three keys, each on any master
+        wechat.ok(openid=f"oUser{user:023d}")
+        response = client.post("/auth/login", json={"code": "abc"})
+        statuses.append(response.status_code)
+        if response.status_code == 200:
+            assert me(app, response.get_json()["data"]["skey"])[0] == 200
+    assert set(statuses) == {200, 503}
+
+
+def test_with_a_killed_master_the_access_token_on_the_others_still_works(doomed_cluster, requests_mock):
+    app = cluster_app(doomed_cluster.spec, "wxltest:")
+    key = f"wxltest:access_token:{APPID}"
+    holders = {doomed_cluster.node_of(key), doomed_cluster.node_of(key + ":lock")}
+    doomed_cluster.kill(next(port for port in doomed_cluster.ports if port not in holders))
+    requests_mock.post(STABLE_TOKEN, json={"access_token": "token-1", "expires_in": 7200})
+    with app.app_context():
+        assert app.extensions["wxlogin"].access_token() == "token-1"
+
+
+def test_with_every_master_gone_every_request_is_503(doomed_cluster, wechat):
+    app = cluster_app(doomed_cluster.spec, "wxltest:")
+    skeys = [login(app.test_client()) for _ in range(3)]
+    for port in doomed_cluster.ports:
+        doomed_cluster.kill(port)
+    assert [me(app, skey)[0] for skey in skeys] == [503] * 3
+    response = app.test_client().post("/auth/login", json={"code": "abc"})
+    assert response.status_code == 503
+    assert response.get_json()["error"] == "session_store_unavailable"
+
+
+def test_a_hung_master_is_503_within_the_socket_timeouts(doomed_cluster, wechat):
+    app = cluster_app(doomed_cluster.spec, "wxltest:")
+    sessions = spread_sessions(app, doomed_cluster.ports, at_least=2)
+    victim = doomed_cluster.ports[2]
+    doomed_cluster.freeze(victim)
+
+    hung = [me(app, skey) for skey in sessions.pop(victim)]
+    assert [status for status, _ in hung] == [503] * len(hung)
+    assert all(0.9 < took <= BOUND for _, took in hung), hung
+    assert all(me(app, skey)[0] == 200 for skeys in sessions.values() for skey in skeys)
+
+
+# -- Sentinel ----------------------------------------------------------------------
+
+
+def test_a_sentinel_cache_keeps_sessions_on_the_master(redis_sentinel, wechat):
+    app = make_app(CACHE_TYPE="RedisSentinelCache", CACHE_REDIS_SENTINELS=[(HOST, redis_sentinel.sentinel)],
+                   CACHE_REDIS_SENTINEL_MASTER=SENTINEL_MASTER, WXLOGIN_KEY_PREFIX="wxltest:")
+    with app.app_context():
+        backend = app.extensions["wxlogin"].store.backend
+    assert isinstance(backend, _RedisBackend)
+    assert backend._client.connection_pool.get_master_address() == (HOST, redis_sentinel.master)
+
+    client = app.test_client()
+    skey = login(client)
+    assert node(redis_sentinel.master).exists(session_key(app, skey)) == 1
+    assert me(app, skey)[0] == 200
+    assert client.post("/auth/logout", headers={"X-WX-Skey": skey}).status_code == 200
+    assert node(redis_sentinel.master).exists(session_key(app, skey)) == 0
+    assert me(app, skey)[0] == 401
+
+
+@pytest.fixture
+def hung_server() -> Iterator[int]:
+    """A port that accepts connections and never answers: a hung Redis or sentinel."""
+    listener = socket.socket()
+    listener.bind((HOST, 0))
+    listener.listen(64)
+    held: List[socket.socket] = []
+
+    def accept() -> None:
+        while True:
+            try:
+                held.append(listener.accept()[0])
+            except OSError:
+                return
+
+    threading.Thread(target=accept, daemon=True).start()
+    yield listener.getsockname()[1]
+    listener.close()
+    for connection in held:
+        connection.close()
+
+
+def test_a_hung_sentinel_cannot_hang_a_worker(hung_server, wechat):
+    app = make_app(CACHE_TYPE="RedisSentinelCache", CACHE_REDIS_SENTINELS=[(HOST, hung_server)])
+    answer: Dict[str, Any] = {}
+
+    def log_in() -> None:
+        started = time.monotonic()
+        answer["status"] = app.test_client().post("/auth/login", json={"code": "abc"}).status_code
+        answer["seconds"] = time.monotonic() - started
+
+    thread = threading.Thread(target=log_in, daemon=True)
+    thread.start()
+    thread.join(15)
+    assert answer, "the login was still waiting for the sentinel after 15 s"
+    assert answer["status"] == 503
+    assert answer["seconds"] <= BOUND
