@@ -1,11 +1,15 @@
 """One access_token per mini program, shared by every worker through the cache.
 
-The token lives under ``<prefix>access_token:<appid>`` until a safety margin
-before WeChat's expiry. When it is missing, one caller takes a lock key
+The token lives under ``<prefix>access_token:{<appid>}`` until a safety margin
+before WeChat's expiry (the braces are a Redis Cluster hash tag: the token,
+its lock and its failure marker share one slot, so one node holds them all). When it is missing, one caller takes a lock key
 (``...:lock``, set only if absent, with a TTL) and fetches it; the others
-poll the cache until it appears. A token WeChat rejects is dropped only if
-the cache still holds that same token, so a late report cannot evict a newer
-one.
+poll the cache until it appears. If the fetch fails, the failure is kept for
+:data:`FAILURE_SECONDS` under ``...:failed`` and every caller in that time
+gets the same error without calling WeChat, so an outage costs WeChat one
+call per :data:`FAILURE_SECONDS`, not one per caller. A token WeChat rejects
+is dropped only if the cache still holds that same token, so a late report
+cannot evict a newer one.
 """
 from __future__ import annotations
 
@@ -16,6 +20,7 @@ from typing import Any, Callable, Optional, Tuple, TypeVar
 
 from .client import TOKEN_ERRCODES
 from .errors import AccessTokenUnavailable, WeChatError
+from .store import text
 
 log = logging.getLogger("flask_wxlogin")
 
@@ -23,6 +28,8 @@ T = TypeVar("T")
 
 #: Seconds between looks at the cache while another caller refreshes.
 POLL_INTERVAL = 0.05
+#: Seconds a failed refresh is answered from the cache instead of asking WeChat again.
+FAILURE_SECONDS = 2
 
 
 def cache_ttl(expires_in: int) -> int:
@@ -34,15 +41,12 @@ class SharedAccessToken:
     """The access_token of one mini program, fetched by one caller at a time."""
 
     def __init__(
-        self,
-        backend: Any,
-        key: str,
-        fetch: Callable[[], Tuple[str, int]],
-        lock_seconds: Callable[[], int],
+        self, backend: Any, key: str, fetch: Callable[[], Tuple[str, int]], lock_seconds: int
     ) -> None:
         self.backend = backend
         self.key = key
         self.lock_key = key + ":lock"
+        self.failed_key = key + ":failed"
         #: Calls WeChat: ``(token, expires_in)`` or a :class:`WeChatError`.
         self.fetch = fetch
         #: How long a refresh may hold the lock, and others wait for it (over the HTTP timeout).
@@ -50,32 +54,54 @@ class SharedAccessToken:
 
     def get(self) -> str:
         """The cached token, or a fresh one fetched by exactly one caller."""
-        lock_seconds = self.lock_seconds()
-        deadline = time.monotonic() + lock_seconds
+        deadline = time.monotonic() + self.lock_seconds
         while True:
-            token = self.backend.get(self.key)
+            token = self._cached()
             if token is not None:
-                return token.decode() if isinstance(token, bytes) else str(token)
+                return token
             owner = secrets.token_hex(8)
-            if self.backend.add(self.lock_key, owner, lock_seconds):
+            if self.backend.add(self.lock_key, owner, self.lock_seconds):
                 return self._refresh(owner)
             if time.monotonic() >= deadline:
-                log.error("no access_token after %s s: another caller holds the refresh lock", lock_seconds)
+                log.error("no access_token after %s s: another caller holds the refresh lock", self.lock_seconds)
                 raise AccessTokenUnavailable()
             time.sleep(POLL_INTERVAL)
+
+    def _cached(self) -> Optional[str]:
+        """The cached token; the recent refresh failure, raised, if there is one instead."""
+        token = text(self.backend.get(self.key))
+        if token:
+            return token
+        failure = text(self.backend.get(self.failed_key))
+        if failure:
+            status, _, error = failure.partition(" ")
+            raise WeChatError(
+                "WeChat did not give an access token just now; try again shortly.",
+                error=error, status=int(status) if status.isdigit() else 502,
+            )
+        return None
 
     def _refresh(self, owner: str) -> str:
         try:
             # A refresh may have finished between our look and taking the lock.
-            cached = self.backend.get(self.key)
-            if cached is not None:
-                return cached.decode() if isinstance(cached, bytes) else str(cached)
-            token, expires_in = self.fetch()
-            self.backend.set(self.key, token, cache_ttl(expires_in))
+            token = self._cached()
+            if token is None:
+                token = self._fetch()
         finally:
             self.backend.delete_if_equal(self.lock_key, owner)
-        log.info("fetched a new access_token (expires in %s s)", expires_in)
         return token
+
+    def _fetch(self) -> str:
+        try:
+            token, expires_in = self.fetch()
+        except WeChatError as error:
+            failed = error
+        else:
+            self.backend.set(self.key, token, cache_ttl(expires_in))
+            log.info("fetched a new access_token (expires in %s s)", expires_in)
+            return token
+        self.backend.set(self.failed_key, f"{failed.status} {failed.error}", FAILURE_SECONDS)
+        raise failed
 
     def call(self, api_call: Callable[[str], T]) -> T:
         """``api_call(token)``; if WeChat rejects the token, drop it, refresh, retry once."""
@@ -85,7 +111,6 @@ class SharedAccessToken:
         except WeChatError as error:
             if error.errcode not in TOKEN_ERRCODES:
                 raise
-            rejected: Optional[str] = token
         log.warning("WeChat rejected the cached access_token; refreshing it once")
-        self.backend.delete_if_equal(self.key, rejected)
+        self.backend.delete_if_equal(self.key, token)
         return api_call(self.get())

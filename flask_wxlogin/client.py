@@ -14,7 +14,7 @@ from typing import Any, Dict, Mapping, NamedTuple, Optional, Tuple
 
 import requests
 
-from .errors import WeChatError
+from .errors import BadLoginRequest, WeChatError
 from .transport import WatchedAdapter, bad_response, fetch, wechat_error
 
 log = logging.getLogger("flask_wxlogin")
@@ -22,6 +22,9 @@ log = logging.getLogger("flask_wxlogin")
 #: What WeChat's openids/unionids and base64 session_keys look like.
 _ID = re.compile(r"[A-Za-z0-9_-]{1,128}")
 _KEY = re.compile(r"[A-Za-z0-9+/=]{1,128}")
+#: wx.login and getPhoneNumber codes: short runs of letters, digits, ``-`` and ``_``.
+CODE = re.compile(r"[A-Za-z0-9_-]+")
+MAX_CODE_LENGTH = 128
 #: access_tokens are letters, digits, ``_`` and ``-``, some 150 characters.
 _TOKEN = re.compile(r"[A-Za-z0-9_-]{1,1024}")
 
@@ -167,7 +170,23 @@ class WeChatClient:
         return answer
 
 
-def errcode_error(errcode: int, errcodes: Errcodes = ERRCODES, path: str = "/sns/jscode2session") -> WeChatError:
+def checked_code(code: Any) -> str:
+    """``code`` if it looks like a wx.login or getPhoneNumber code, else :class:`BadLoginRequest`.
+
+    Checked before any call, so nothing odd ever reaches WeChat's query string.
+    """
+    if code is None or code == "":
+        raise BadLoginRequest("The request carries no code.")
+    if not isinstance(code, str):
+        raise BadLoginRequest("The code must be a string.", error="code_malformed")
+    if len(code) > MAX_CODE_LENGTH:
+        raise BadLoginRequest(f"The code is over {MAX_CODE_LENGTH} characters.", error="code_too_long")
+    if not CODE.fullmatch(code):
+        raise BadLoginRequest("The code may hold only letters, digits, '-' and '_'.", error="code_malformed")
+    return code
+
+
+def errcode_error(errcode: int, errcodes: Errcodes, path: str) -> WeChatError:
     """The error for a WeChat ``errcode`` answered by ``path``."""
     status, error, message = errcodes.get(errcode) or COMMON_ERRCODES.get(
         errcode, (502, "wechat_error", "WeChat refused the call.")

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import re
-from typing import Any, Dict, Tuple
+from typing import Any, Dict, Mapping, Optional, Tuple
 
 #: Every key the extension reads, with its default. ``None`` means required.
 DEFAULTS: Dict[str, Any] = {
@@ -55,6 +55,16 @@ def apply_defaults(config: Dict[str, Any]) -> None:
         if not config[key] or not isinstance(config[key], str):
             raise ValueError(f"{key} must be a non-empty string")
     mini_programs(config)
+
+
+def program_settings(config: Mapping[str, Any], name: str) -> Optional[Tuple[str, str, str]]:
+    """``(appid, secret, key prefix)`` of mini program ``name`` as configured now, or ``None``."""
+    if name == MAIN_PROGRAM:
+        return config["WXLOGIN_APPID"], config["WXLOGIN_SECRET"], config["WXLOGIN_KEY_PREFIX"]
+    settings = config["WXLOGIN_MINI_PROGRAMS"].get(name)
+    if not isinstance(settings, dict):
+        return None
+    return settings["appid"], settings["secret"], f"{config['WXLOGIN_KEY_PREFIX']}{name}:"
 
 
 def mini_programs(config: Dict[str, Any]) -> Dict[str, Tuple[str, str]]:

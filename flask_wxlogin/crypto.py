@@ -5,6 +5,12 @@ the key being the base64-decoded ``session_key``. Any new ``wx.login`` may
 replace a user's session_key at WeChat, so callers pass every key they hold,
 newest last; a key that cannot be fetched until the first one fails is passed
 as a callable.
+
+CBC is not authenticated and the client chooses the ``iv``, so it can set the
+first 16 bytes of plaintext at will (WeChat's user data begins
+``{"openId":"`` and five characters of the openid). The caller therefore
+checks ``openId`` against the session; the rest lies beyond the client's
+reach without the key.
 """
 from __future__ import annotations
 
@@ -27,12 +33,15 @@ KeySource = Union[str, Callable[[], Optional[str]]]
 MAX_ENCRYPTED_CHARS = 64 * 1024
 
 
-def decrypt(encrypted_data: Any, iv: Any, keys: Iterable[KeySource], appid: str) -> Dict[str, Any]:
+def decrypt(
+    encrypted_data: Any, iv: Any, keys: Iterable[KeySource], appid: str, openid: str
+) -> Dict[str, Any]:
     """The JSON object in ``encrypted_data``, decrypted with the first key that works.
 
     :class:`DecryptError` if the input is malformed (``data_malformed``), no
-    key decrypts it (``session_key_stale``), or its watermark names another
-    mini program (``watermark_mismatch``).
+    key decrypts it (``session_key_stale``), its watermark names another
+    mini program (``watermark_mismatch``), or it names another user
+    (``openid_mismatch``).
     """
     ciphertext = _b64(encrypted_data, "encryptedData")
     iv_bytes = _b64(iv, "iv")
@@ -52,6 +61,8 @@ def decrypt(encrypted_data: Any, iv: Any, keys: Iterable[KeySource], appid: str)
         raise DecryptError(
             "The data was encrypted for another mini program.", error="watermark_mismatch"
         )
+    if "openId" in data and data["openId"] != openid:
+        raise DecryptError("The data names another user.", error="openid_mismatch")
     return data
 
 
@@ -61,8 +72,11 @@ def raw_data_signature_ok(raw_data: Any, signature: Any, keys: Iterable[KeySourc
         return False
     given = signature.lower().encode("ascii", "replace")
     for key in _keys(keys):
-        expected = hashlib.sha1((raw_data + key).encode("utf-8")).hexdigest().encode("ascii")
-        if hmac.compare_digest(expected, given):
+        try:
+            signed = (raw_data + key).encode("utf-8")
+        except UnicodeEncodeError:  # a lone surrogate: not what WeChat signed
+            return False
+        if hmac.compare_digest(hashlib.sha1(signed).hexdigest().encode("ascii"), given):
             return True
     return False
 
@@ -86,6 +100,8 @@ def _decrypt_with(session_key: str, ciphertext: bytes, iv: bytes) -> Optional[Di
     """The JSON object, or ``None`` if this key does not decrypt the data."""
     try:
         key = base64.b64decode(session_key, validate=True)
+        if len(key) != 16:  # AES-128: WeChat's session_keys are 16 bytes
+            return None
         decryptor = Cipher(algorithms.AES(key), modes.CBC(iv)).decryptor()
         padded = decryptor.update(ciphertext) + decryptor.finalize()
         unpadder = padding.PKCS7(algorithms.AES.block_size).unpadder()

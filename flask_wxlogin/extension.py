@@ -14,12 +14,11 @@ from flask_caching import Cache
 
 from . import config, crypto, redact, signals
 from .access_token import SharedAccessToken
-from .client import Identity, WeChatClient
-from .errors import RETRY_AFTER, ConfigurationError, Unauthorized, WxLoginError
+from .client import Identity, WeChatClient, checked_code
+from .errors import RETRY_AFTER, BadLoginRequest, ConfigurationError, Unauthorized, WxLoginError
 from .store import SessionStore, backend_for
 from .tokens import SALT, SkeySigner
 from .user import UserId, WxUser
-from .views import checked_code
 
 log = logging.getLogger("flask_wxlogin")
 
@@ -28,55 +27,75 @@ REDIS_SOCKET_TIMEOUT = 1.0
 
 
 class _Program:
-    """One mini program the app serves: its credentials, sessions, skeys and access_token."""
+    """One mini program the app serves: its sessions, skey signer and access_token.
 
-    __slots__ = ("name", "appid", "secret", "store", "signer", "access_token")
+    Its AppID, AppSecret and key prefix are read from the config at each use.
+    """
 
-    def __init__(self, name: str, appid: str, secret: str, backend: Any, app: Flask, client: WeChatClient) -> None:
-        app_config = app.config
-        main = name == config.MAIN_PROGRAM
-        prefix = app_config["WXLOGIN_KEY_PREFIX"] + ("" if main else f"{name}:")
-        self.name, self.appid, self.secret = name, appid, secret
-        self.store = SessionStore(backend, app_config, appid, prefix)
+    __slots__ = ("name", "store", "client", "_signers")
+
+    def __init__(self, name: str, backend: Any, app_config: Any, client: WeChatClient) -> None:
+        self.name = name
+        self.store = SessionStore(backend, app_config, name)
+        self.client = client
+        self._signers: "dict[str, SkeySigner]" = {}
+
+    def settings(self) -> "tuple[str, str, str]":
+        """``(appid, secret, key prefix)``, as configured now."""
+        return self.store._settings()
+
+    def _signer(self) -> SkeySigner:
         # The main program keeps 0.1's salt, so its skeys outlive an upgrade.
-        self.signer = SkeySigner(SALT if main else f"{SALT}:{appid}")
-        self.access_token = SharedAccessToken(
-            backend,
-            f"{prefix}access_token:{appid}",
-            fetch=lambda: client.stable_token(appid, secret),
-            lock_seconds=lambda: math.ceil(app_config["WXLOGIN_HTTP_TIMEOUT"]) + 1,
-        )
+        salt = SALT if self.name == config.MAIN_PROGRAM else f"{SALT}:{self.settings()[0]}"
+        signer = self._signers.get(salt)
+        if signer is None:
+            signer = self._signers[salt] = SkeySigner(salt)
+        return signer
 
     def unsign(self, skey: str, app_config: Any) -> str:
-        return self.signer.unsign(skey, app_config["SECRET_KEY"], app_config.get("SECRET_KEY_FALLBACKS") or ())
+        return self._signer().unsign(skey, app_config["SECRET_KEY"], app_config.get("SECRET_KEY_FALLBACKS") or ())
 
     def sign(self, session_id: str, app_config: Any) -> str:
-        return self.signer.sign(session_id, app_config["SECRET_KEY"], app_config.get("SECRET_KEY_FALLBACKS") or ())
+        return self._signer().sign(session_id, app_config["SECRET_KEY"], app_config.get("SECRET_KEY_FALLBACKS") or ())
+
+    def code2session(self, code: str) -> Identity:
+        appid, secret, _ = self.settings()
+        return self.client.code2session(appid, secret, code)
+
+    def access_token(self) -> SharedAccessToken:
+        appid, secret, prefix = self.settings()
+        return SharedAccessToken(
+            self.store.backend,
+            f"{prefix}access_token:{{{appid}}}",
+            fetch=lambda: self.client.stable_token(appid, secret),
+            lock_seconds=math.ceil(self.store.config["WXLOGIN_HTTP_TIMEOUT"]) + 1,
+        )
 
 
 class _AppState:
     """What one app needs at request time."""
 
-    __slots__ = ("config", "client", "programs", "main", "by_appid")
+    __slots__ = ("config", "client", "backend", "programs", "main")
 
     def __init__(self, app: Flask, backend: Any) -> None:
         self.config = app.config
         self.client = WeChatClient(app.config)
-        self.programs = {
-            name: _Program(name, appid, secret, backend, app, self.client)
-            for name, (appid, secret) in config.mini_programs(app.config).items()
-        }
-        self.main = self.programs[config.MAIN_PROGRAM]
-        self.by_appid = {program.appid: program for program in self.programs.values()}
+        self.backend = backend
+        self.main = _Program(config.MAIN_PROGRAM, backend, app.config, self.client)
+        self.programs = {config.MAIN_PROGRAM: self.main}
 
     def program(self, name: Optional[str]) -> _Program:
-        """The mini program called ``name`` (``None``: the main one)."""
+        """The mini program called ``name`` (``None``: the main one), or a 404 error."""
         if name is None:
             return self.main
-        try:
-            return self.programs[name]
-        except KeyError:
-            raise ConfigurationError(f"flask-wxlogin: no mini program named {name!r}") from None
+        if name != config.MAIN_PROGRAM and name not in self.config["WXLOGIN_MINI_PROGRAMS"]:
+            raise BadLoginRequest(
+                "No mini program of that name is configured here.", error="mini_program_unknown", status=404
+            )
+        program = self.programs.get(name)
+        if program is None:
+            program = self.programs.setdefault(name, _Program(name, self.backend, self.config, self.client))
+        return program
 
 
 class WxLogin:
@@ -153,7 +172,7 @@ class WxLogin:
         """Exchange ``code`` at WeChat and open a session of mini ``program``: ``(user, skey)``."""
         state = self._state()
         chosen = state.program(program)
-        identity = state.client.code2session(chosen.appid, chosen.secret, code)
+        identity = chosen.code2session(code)
         user_id = None if self._login_callback is None else self._login_callback(identity)
         if user_id is not None and (isinstance(user_id, bool) or not isinstance(user_id, (str, int))):
             raise TypeError("the on_login callback must return a str, an int or None")
@@ -173,7 +192,7 @@ class WxLogin:
     ) -> WxUser:
         """:meth:`authenticate` for callers that hold the app and WSGI environ already."""
         state = self._states[app]
-        chosen = state.main if program is None else state.program(program)
+        chosen = state.program(program)
         skey = _skey_in(environ, state.config)
         if skey is None:
             raise Unauthorized()
@@ -205,18 +224,17 @@ class WxLogin:
 
     def access_token(self, program: Optional[str] = None) -> str:
         """A valid access_token of mini ``program``, shared through the cache by every worker."""
-        return self._state().program(program).access_token.get()
+        return self._state().program(program).access_token().get()
 
     def phone_number(self, code: str, program: Optional[str] = None) -> "dict[str, Any]":
         """Exchange a ``getPhoneNumber`` button's code: ``phoneNumber``, ``purePhoneNumber``, ``countryCode``."""
         code = checked_code(code)
         state = self._state()
-        chosen = state.program(program)
-        return chosen.access_token.call(lambda token: state.client.phone_number(token, code))
+        return state.program(program).access_token().call(lambda token: state.client.phone_number(token, code))
 
     def decrypt(self, user: WxUser, encrypted_data: str, iv: str) -> "dict[str, Any]":
         """``user.decrypt``: with the session's key, else the user's newest one."""
-        return crypto.decrypt(encrypted_data, iv, self._session_keys(user), user.appid)
+        return crypto.decrypt(encrypted_data, iv, self._session_keys(user), user.appid, user.openid)
 
     def check_signature(self, user: WxUser, raw_data: str, signature: str) -> bool:
         """``user.check_signature``: the session's key, else the user's newest one."""
@@ -224,14 +242,14 @@ class WxLogin:
 
     def _session_keys(self, user: WxUser) -> "tuple[crypto.KeySource, ...]":
         """The session's own key, then (fetched only if needed) the user's newest one."""
-        store = self._state().by_appid[user.appid].store
+        store = self._state().program(user.program).store
         return (user.session_key, lambda: store.newest_session_key(user.openid))
 
     def check_session_key(self, user: WxUser) -> bool:
         """``user.check_session_key``: ask WeChat whether the session's key is still valid."""
         state = self._state()
         signature = crypto.login_state_signature(user.session_key)
-        return state.by_appid[user.appid].access_token.call(
+        return state.program(user.program).access_token().call(
             lambda token: state.client.check_session(token, user.openid, signature)
         )
 

@@ -37,6 +37,7 @@ from cachelib import BaseCache, NullCache, SimpleCache
 from cachelib import RedisCache as CachelibRedisCache
 from flask_caching.backends.nullcache import NullCache as FlaskCachingNullCache
 
+from .config import MAIN_PROGRAM, program_settings
 from .errors import StoreUnavailable
 from .tokens import new_session_id
 from .user import UserId, WxUser
@@ -129,7 +130,7 @@ class _CacheBackend(_Backend):
     reads) report an outage as a missing session.
     """
 
-    #: The embedded default drops expired sessions once per this many logins.
+    #: The embedded default drops expired entries once per this many new keys (a login adds one).
     SWEEP_EVERY = 1024
 
     def __init__(self, cache: BaseCache) -> None:
@@ -158,7 +159,7 @@ class _CacheBackend(_Backend):
         self._call(self._cache.set, key, value, timeout=ttl)
 
     def delete_if_equal(self, key: str, value: str) -> None:
-        """Check, then delete: not atomic across processes (Redis's is)."""
+        """Check, then delete: atomic only where the cache's own calls are (Redis's EVAL is)."""
         if self.get(key) == value:
             self.delete(key)
 
@@ -183,6 +184,13 @@ def _unavailable(exc: BaseException) -> StoreUnavailable:
     return StoreUnavailable()
 
 
+def text(value: Any) -> Optional[str]:
+    """A value read from a backend as text: Redis gives bytes, cachelib what was stored."""
+    if isinstance(value, bytes):
+        return value.decode("utf-8", "replace")
+    return value if isinstance(value, str) else None
+
+
 def backend_for(cache: BaseCache) -> Any:
     """The backend that keeps sessions in ``cache``; ValueError for a cache that keeps nothing."""
     if isinstance(cache, (NullCache, FlaskCachingNullCache)):
@@ -197,26 +205,41 @@ class SessionStore:
         self,
         backend: Any,
         config: Mapping[str, Any],
-        appid: str,
-        key_prefix: str,
+        program: str = MAIN_PROGRAM,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.backend = backend
         #: The app's config, read at each call.
         self.config = config
-        #: The mini program whose sessions these are.
-        self.appid = appid
-        #: Prepended to every key of this mini program.
-        self.key_prefix = key_prefix
+        #: The name of the mini program whose sessions these are.
+        self.program = program
         #: Seconds since the epoch; tests replace it to move time.
         self.clock = clock
+
+    @property
+    def appid(self) -> str:
+        return self._settings()[0]
+
+    @property
+    def key_prefix(self) -> str:
+        """Prepended to every key of this mini program."""
+        return self._settings()[2]
+
+    def _settings(self) -> Tuple[str, str, str]:
+        settings = program_settings(self.config, self.program)
+        if settings is None:
+            raise ValueError(f"no mini program named {self.program!r} is configured")
+        return settings
 
     def create(self, openid: str, session_key: str, unionid: Optional[str], user_id: UserId) -> WxUser:
         """Store a new session under a fresh random id; :class:`StoreUnavailable` if it was not kept."""
         config = self.config
+        appid, _, prefix = self._settings()
         now = int(self.clock())
-        session = WxUser(new_session_id(), openid, session_key, unionid, user_id, now, now, self.appid)
-        key = self.key_prefix + session.session_id
+        session = WxUser(
+            new_session_id(), openid, session_key, unionid, user_id, now, now, appid, self.program
+        )
+        key = prefix + session.session_id
         if not self.backend.add(key, _encode(session), config["WXLOGIN_SESSION_IDLE_TIMEOUT"]):
             log.error("session store refused to keep a new session")
             raise StoreUnavailable()
@@ -228,10 +251,7 @@ class SessionStore:
 
     def newest_session_key(self, openid: str) -> Optional[str]:
         """The session_key of ``openid``'s latest login here, while any session could use it."""
-        value = self.backend.get(self._newest_key_key(openid))
-        if isinstance(value, bytes):
-            value = value.decode("ascii", "replace")
-        return value if isinstance(value, str) and value else None
+        return text(self.backend.get(self._newest_key_key(openid))) or None
 
     def end_all(self, openid: str) -> int:
         """End every session of ``openid`` through its index, without scanning keys."""
@@ -240,6 +260,7 @@ class SessionStore:
         for session_id in session_ids:
             self.revoke(session_id)
         self.backend.delete(index)
+        self.backend.delete(self._newest_key_key(openid))
         return len(session_ids)
 
     def _index_key(self, openid: str) -> str:
@@ -247,17 +268,19 @@ class SessionStore:
         return f"{self.key_prefix}u:{openid}"
 
     def _newest_key_key(self, openid: str) -> str:
-        return f"{self.key_prefix}k:{self.appid}:{openid}"
+        appid, _, prefix = self._settings()
+        return f"{prefix}k:{appid}:{openid}"
 
     def load(self, session_id: str) -> Optional[WxUser]:
         """The live session with this id, or ``None`` if it expired, was revoked or never was."""
         config = self.config
-        key = self.key_prefix + session_id
+        appid, _, prefix = self._settings()
+        key = prefix + session_id
         raw = self.backend.get(key)
         if raw is None:
             return None
         try:
-            session = _decode(session_id, raw, self.appid)
+            session = _decode(session_id, raw, appid, self.program)
         except (ValueError, UnicodeError):
             log.warning("unreadable session record; treating it as no session")
             return None
@@ -288,7 +311,7 @@ def _encode(session: WxUser) -> str:
     )
 
 
-def _decode(session_id: str, raw: Any, appid: str) -> WxUser:
+def _decode(session_id: str, raw: Any, appid: str, program: str) -> WxUser:
     """The session in ``raw``; ValueError or UnicodeError if it is not one of ours."""
     if isinstance(raw, bytes):
         raw = raw.decode("utf-8")
@@ -298,5 +321,5 @@ def _decode(session_id: str, raw: Any, appid: str) -> WxUser:
     created_at = int(created)
     return WxUser(
         session_id, openid, session_key, unionid or None,
-        json.loads(user_id) if user_id else None, created_at, created_at + int(refreshed), appid,
+        json.loads(user_id) if user_id else None, created_at, created_at + int(refreshed), appid, program,
     )

@@ -50,6 +50,8 @@ def fetch(
             method, url, params=params, json=json, timeout=timeout, stream=True, allow_redirects=False
         ) as response:
             body, status = _read_bounded(response, watchdog), response.status_code
+            # Before the connection goes back to the pool, where another call may take it.
+            watchdog.disarm()
     except requests.RequestException as exc:
         error = _error_for(exc, watchdog.fired)
     else:
@@ -124,9 +126,12 @@ class _Watchdog:
         self._timer.start()
         return self
 
-    def __exit__(self, *exc_info: object) -> None:
+    def disarm(self) -> None:
         with self._lock:
             self._armed = False
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.disarm()
         self._timer.cancel()
         self._timer.join()
         _current.reset(self._token)

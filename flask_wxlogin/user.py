@@ -22,7 +22,7 @@ class WxUser:
 
     __slots__ = (
         "session_id", "openid", "session_key", "unionid", "user_id",
-        "created_at", "refreshed_at", "appid", "_user",
+        "created_at", "refreshed_at", "appid", "program", "_user",
     )
     is_authenticated = True
 
@@ -35,7 +35,8 @@ class WxUser:
         user_id: UserId,
         created_at: int,
         refreshed_at: int,
-        appid: str,
+        appid: str = "",
+        program: str = "default",
     ) -> None:
         self.session_id = session_id
         self.openid = openid
@@ -44,8 +45,9 @@ class WxUser:
         self.user_id = user_id
         self.created_at = created_at
         self.refreshed_at = refreshed_at
-        #: The mini program this session belongs to.
+        #: The AppID and the name (``"default"`` for the main one) of the session's mini program.
         self.appid = appid
+        self.program = program
         self._user: Any = _NOT_LOADED
 
     @property
@@ -81,7 +83,7 @@ class AnonymousWxUser:
 
     __slots__ = ()
     is_authenticated = False
-    session_id = openid = session_key = unionid = user_id = user = appid = None
+    session_id = openid = session_key = unionid = user_id = user = appid = program = None
 
     def decrypt(self, encrypted_data: str, iv: str) -> Dict[str, Any]:
         raise Unauthorized()

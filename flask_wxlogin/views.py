@@ -2,23 +2,19 @@
 from __future__ import annotations
 
 import json
-import re
 from typing import Any, Optional
 
 from flask import Blueprint, Response, current_app, jsonify, request
 from werkzeug.exceptions import RequestEntityTooLarge
 
 from . import signals
-from .config import MAIN_PROGRAM
+from .client import CODE, checked_code
 from .errors import BadLoginRequest, WxLoginError
 
 blueprint = Blueprint("wxlogin", __name__)
 
 #: A login body is a code of a few dozen characters; refuse anything larger.
 MAX_BODY_BYTES = 4096
-#: wx.login codes are short runs of letters and digits.
-MAX_CODE_LENGTH = 128
-_CODE = re.compile(r"[A-Za-z0-9_-]+")
 _FORMS = ("application/x-www-form-urlencoded", "multipart/form-data")
 
 
@@ -26,7 +22,7 @@ _FORMS = ("application/x-www-form-urlencoded", "multipart/form-data")
 @blueprint.post("/<program>/login")
 def login(program: Optional[str] = None) -> Response:
     try:
-        user, skey = current_app.extensions["wxlogin"].login(read_code(), _known(program))
+        user, skey = current_app.extensions["wxlogin"].login(read_code(), program)
     except WxLoginError as error:
         signals.user_login_failed.send(current_app._get_current_object(), error=error)  # type: ignore[attr-defined]
         raise
@@ -37,7 +33,7 @@ def login(program: Optional[str] = None) -> Response:
 @blueprint.post("/logout")
 @blueprint.post("/<program>/logout")
 def logout(program: Optional[str] = None) -> Response:
-    current_app.extensions["wxlogin"].logout(_known(program))
+    current_app.extensions["wxlogin"].logout(program)
     return _ok({})
 
 
@@ -49,20 +45,10 @@ _NOT_POST = ["GET", "PUT", "PATCH", "DELETE", "TRACE", "CONNECT"]
 @blueprint.route("/<program>/login", methods=_NOT_POST)
 @blueprint.route("/<program>/logout", methods=_NOT_POST)
 def wrong_method(program: Optional[str] = None) -> Response:
+    current_app.extensions["wxlogin"]._state().program(program)  # an unknown one is 404, not 405
     raise BadLoginRequest(
         f"Use POST, not {request.method}.", error="method_not_allowed", status=405
     )
-
-
-def _known(program: Optional[str]) -> Optional[str]:
-    """``program`` if the app serves a mini program of that name, else a 404."""
-    if program is not None and program not in current_app.config["WXLOGIN_MINI_PROGRAMS"]:
-        if program != MAIN_PROGRAM:
-            raise BadLoginRequest(
-                f"No mini program is called {program!r} here.", error="mini_program_unknown", status=404
-            )
-        return None
-    return program
 
 
 def read_code() -> str:
@@ -85,7 +71,7 @@ def _code_from_body(raw: bytes) -> Optional[Any]:
         text = raw.decode("utf-8").strip()
     except UnicodeDecodeError:
         raise _body_invalid("The request body is not UTF-8 text.") from None
-    if not text or _CODE.fullmatch(text):
+    if not text or CODE.fullmatch(text):
         return text
     try:
         data = json.loads(text)
@@ -98,23 +84,6 @@ def _code_from_body(raw: bytes) -> Optional[Any]:
     if isinstance(data, str):
         return data
     raise _body_invalid('Send {"code": "<code from wx.login>"}.')
-
-
-def checked_code(code: Any) -> str:
-    """``code`` if it looks like a wx.login or getPhoneNumber code, else :class:`BadLoginRequest`."""
-    if code is None or code == "":
-        raise BadLoginRequest("The request carries no login code.")
-    if not isinstance(code, str):
-        raise BadLoginRequest("The login code must be a string.", error="code_malformed")
-    if len(code) > MAX_CODE_LENGTH:
-        raise BadLoginRequest(
-            f"The login code is over {MAX_CODE_LENGTH} characters.", error="code_too_long"
-        )
-    if not _CODE.fullmatch(code):
-        raise BadLoginRequest(
-            "The login code may hold only letters, digits, '-' and '_'.", error="code_malformed"
-        )
-    return code
 
 
 def _body_invalid(message: str) -> BadLoginRequest:

@@ -35,7 +35,7 @@ def token_app(request: Any) -> Flask:
 
 
 def token_key(app: Flask) -> str:
-    return f"{app.config['WXLOGIN_KEY_PREFIX']}access_token:{APPID}"
+    return f"{app.config['WXLOGIN_KEY_PREFIX']}access_token:{{{APPID}}}"
 
 
 def cached(app: Flask, key: str) -> Any:
@@ -178,12 +178,13 @@ def test_each_invalid_token_errcode_triggers_the_refresh(token_app, requests_moc
         {"json": {"access_token": "token-old", "expires_in": 7200}},
         {"json": {"access_token": "token-new", "expires_in": 7200}},
     ])
-    requests_mock.post(PHONE, [
+    phone = requests_mock.post(PHONE, [
         {"json": {"errcode": errcode, "errmsg": "token"}},
         {"json": {"errcode": 0, "phone_info": PHONE_INFO}},
     ])
 
     assert token_app.test_client().post("/phone").status_code == 200
+    assert [r.qs["access_token"] for r in phone.request_history] == [["token-old"], ["token-new"]]
 
 
 def test_other_errors_are_not_retried(token_app, requests_mock):
@@ -216,6 +217,48 @@ def test_a_failed_token_fetch_fails_clearly_and_frees_the_lock(token_app, reques
     assert cached(token_app, token_key(token_app) + ":lock") is None
     assert cached(token_app, token_key(token_app)) is None
     assert "Retry-After" in response.headers
+
+
+def test_a_failed_fetch_is_shared_not_repeated_by_every_waiting_caller(token_app, requests_mock):
+    def busy(request: Any, context: Any) -> Dict[str, Any]:
+        time.sleep(0.3)  # the others arrive and wait meanwhile
+        return {"errcode": -1, "errmsg": "system busy"}
+
+    endpoint = requests_mock.post(STABLE_TOKEN, json=busy)
+    start = threading.Barrier(20)
+    errors: List[str] = []
+
+    def caller() -> None:
+        start.wait()
+        errors.append(token_app.test_client().post("/phone").get_json()["error"])
+
+    threads = [threading.Thread(target=caller) for _ in range(20)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(10)
+
+    assert errors == ["wechat_busy"] * 20
+    assert endpoint.call_count == 1
+
+
+def test_after_a_failure_the_next_fetch_waits_out_the_backoff(token_app, requests_mock, monkeypatch):
+    from flask_wxlogin import access_token as module
+
+    monkeypatch.setattr(module, "FAILURE_SECONDS", 1)
+    endpoint = requests_mock.post(STABLE_TOKEN, [
+        {"json": {"errcode": 40164, "errmsg": "invalid ip"}},
+        {"json": {"access_token": "token-1", "expires_in": 7200}},
+    ])
+    requests_mock.post(PHONE, json={"errcode": 0, "phone_info": PHONE_INFO})
+    client = token_app.test_client()
+
+    statuses = [client.post("/phone").status_code, client.post("/phone").status_code]
+    time.sleep(1.1)
+    statuses.append(client.post("/phone").status_code)
+
+    assert statuses == [502, 502, 200]
+    assert endpoint.call_count == 2
 
 
 def test_a_lock_held_elsewhere_makes_callers_wait_then_503(token_app, requests_mock):

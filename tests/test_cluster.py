@@ -142,7 +142,7 @@ def test_logout_all_ends_sessions_held_by_every_master(app, redis_cluster, clust
 
 def test_the_access_token_is_fetched_once_for_twenty_threads(app, cluster_db, requests_mock):
     twenty_first_callers(app, requests_mock)
-    key = f"{app.config['WXLOGIN_KEY_PREFIX']}access_token:{APPID}"
+    key = f"{app.config['WXLOGIN_KEY_PREFIX']}access_token:{{{APPID}}}"
     assert cluster_db.get(key) == b"token-1"
     assert cluster_db.exists(key + ":lock") == 0
 
@@ -184,8 +184,9 @@ def test_with_a_killed_master_a_login_is_200_or_503(doomed_cluster, wechat):
 
 def test_with_a_killed_master_the_access_token_on_the_others_still_works(doomed_cluster, requests_mock):
     app = cluster_app(doomed_cluster.spec, "wxltest:")
-    key = f"wxltest:access_token:{APPID}"
-    holders = {doomed_cluster.node_of(key), doomed_cluster.node_of(key + ":lock")}
+    key = f"wxltest:access_token:{{{APPID}}}"
+    holders = {doomed_cluster.node_of(key + suffix) for suffix in ("", ":lock", ":failed")}
+    assert len(holders) == 1  # the hash tag keeps the token's keys on one node
     doomed_cluster.kill(next(port for port in doomed_cluster.ports if port not in holders))
     requests_mock.post(STABLE_TOKEN, json={"access_token": "token-1", "expires_in": 7200})
     with app.app_context():

@@ -8,7 +8,7 @@ from flask import Flask
 
 from flask_wxlogin import ConfigurationError, current_wx_user, login_required
 
-from .conftest import API, APPID, APPSECRET, CODE, OPENID, SESSION_KEY, make_app
+from .conftest import APPID, APPSECRET, CODE, OPENID, SESSION_KEY, make_app
 from .test_open_data import KEY_1, encrypt, user_info
 
 STAFF_APPID = "wxstaff0000000001"
@@ -123,7 +123,7 @@ def test_access_tokens_are_per_appid(app, requests_mock):
         tokens = [wxlogin.access_token(), wxlogin.access_token("staff"), wxlogin.access_token("staff")]
         prefix = app.config["WXLOGIN_KEY_PREFIX"]
         backend = wxlogin.store.backend
-        cached = [backend.get(f"{prefix}access_token:{APPID}"), backend.get(f"{prefix}staff:access_token:{STAFF_APPID}")]
+        cached = [backend.get(f"{prefix}access_token:{{{APPID}}}"), backend.get(f"{prefix}staff:access_token:{{{STAFF_APPID}}}")]
 
     assert tokens == [f"token-of-{APPID}", f"token-of-{STAFF_APPID}", f"token-of-{STAFF_APPID}"]
     assert endpoint.call_count == 2
@@ -165,9 +165,38 @@ def test_a_route_for_an_unconfigured_program_fails_clearly(wechat):
 
     response = app.test_client().get("/typo", headers={"X-WX-Skey": "x.y"})
 
-    assert response.status_code == 500
-    assert response.get_json()["error"] == "configuration_error"
-    assert "staf" in response.get_json()["message"]
+    assert (response.status_code, response.get_json()["error"]) == (404, "mini_program_unknown")
+
+
+def test_other_methods_on_an_unknown_programs_routes_are_404_not_405(client, wechat):
+    response = client.get("/auth/shop/login")
+
+    assert (response.status_code, response.get_json()["error"]) == (404, "mini_program_unknown")
+    assert client.get("/auth/staff/login").status_code == 405
+
+
+def test_the_404_does_not_echo_the_name(client, wechat):
+    response = client.post("/auth/" + "x" * 3000 + "/login", json={"code": CODE})
+
+    assert response.status_code == 404
+    assert "x" * 40 not in response.get_data(as_text=True)
+
+
+def test_programs_are_read_from_the_config_at_request_time(wechat):
+    """As in 0.1, app.config is read per request: credentials can rotate, programs can be added."""
+    app = make_app()
+    client = app.test_client()
+    app.config["WXLOGIN_SECRET"] = "rotated-appsecret"
+    client.post("/auth/login", json={"code": CODE})
+    assert wechat.last_query["secret"] == ["rotated-appsecret"]
+
+    app.config["WXLOGIN_MINI_PROGRAMS"] = STAFF
+    staff = skey_from(client.post("/auth/staff/login", json={"code": CODE}))
+    assert wechat.last_query["appid"] == [STAFF_APPID]
+    assert client.post("/auth/staff/logout", headers=staff).status_code == 200
+
+    app.config["WXLOGIN_MINI_PROGRAMS"] = {}
+    assert client.post("/auth/staff/login", json={"code": CODE}).status_code == 404
 
 
 @pytest.mark.parametrize("programs, complaint", [

@@ -95,7 +95,7 @@ def login_with_key(client: Any, wechat: Any, session_key: str, code: str = "code
 # -- decrypt ------------------------------------------------------------------
 
 def test_wechats_published_sample_decrypts():
-    data = decrypt(SAMPLE_ENCRYPTED, SAMPLE_IV, [SAMPLE_SESSION_KEY], SAMPLE_APPID)
+    data = decrypt(SAMPLE_ENCRYPTED, SAMPLE_IV, [SAMPLE_SESSION_KEY], SAMPLE_APPID, "oGZUI0egBJY1zhBYw2KhdUfwVJJE")
 
     assert data["openId"] == "oGZUI0egBJY1zhBYw2KhdUfwVJJE"
     assert data["unionId"] == "ocMvos6NjeKLIBqg5Mr9QjxrP1FA"
@@ -198,6 +198,39 @@ def test_every_decrypt_failure_is_a_400_in_the_house_shape(client, wechat, mutat
     assert base64.b64decode(KEY_1).decode() not in response.get_data(as_text=True)
 
 
+def test_a_forged_iv_cannot_change_the_openid(client, wechat):
+    """CBC lets the client rewrite the first block through the iv: the openid check catches it."""
+    headers = login_with_key(client, wechat, KEY_1)
+    iv = b"0123456789abcdef"
+    sealed = encrypt(user_info(), KEY_1, iv)
+    first_block = json.dumps(user_info()).encode()[:16]  # '{"openId": "oGZU'
+    wanted = first_block[:-4] + b"EVIL"
+    forged_iv = bytes(a ^ b ^ c for a, b, c in zip(iv, first_block, wanted))
+
+    response = client.post("/decrypt", headers=headers, json={**sealed, "iv": base64.b64encode(forged_iv).decode()})
+
+    assert (response.status_code, response.get_json()["error"]) == (400, "openid_mismatch")
+
+
+def test_data_without_an_openid_is_not_refused_for_it(client, wechat):
+    headers = login_with_key(client, wechat, KEY_1)
+    phone = {"phoneNumber": "13800000000", "watermark": {"appid": APPID, "timestamp": 1}}
+
+    response = client.post("/decrypt", headers=headers, json=encrypt(phone, KEY_1))
+
+    assert response.get_json()["data"] == phone
+
+
+def test_a_session_key_that_is_not_16_bytes_decrypts_nothing(client, wechat):
+    """AES-128 only: a 32-byte "session_key" from a bad answer is not used as an AES-256 key."""
+    long_key = base64.b64encode(b"k" * 32).decode()
+    headers = login_with_key(client, wechat, long_key)
+
+    response = client.post("/decrypt", headers=headers, json=encrypt(user_info(), long_key))
+
+    assert (response.status_code, response.get_json()["error"]) == (400, "session_key_stale")
+
+
 def _flip_last_block(encrypted: str) -> str:
     raw = bytearray(base64.b64decode(encrypted))
     raw[-1] ^= 0x55
@@ -208,7 +241,7 @@ def test_bad_padding_is_stale_not_a_crash():
     """Garbage with the wrong key fails the PKCS#7 check: one error type, no key in it."""
     sealed = encrypt(user_info(), KEY_1)
     with pytest.raises(DecryptError) as caught:
-        decrypt(sealed["encryptedData"], sealed["iv"], [KEY_2], APPID)
+        decrypt(sealed["encryptedData"], sealed["iv"], [KEY_2], APPID, OPENID)
 
     assert caught.value.error == "session_key_stale"
     assert isinstance(caught.value, WxLoginError)
@@ -248,6 +281,8 @@ def test_wechats_published_signature_sample_checks(client, wechat):
     pytest.param(SAMPLE_RAW_DATA, "", id="signature-empty"),
     pytest.param(SAMPLE_RAW_DATA, "签名", id="signature-not-ascii"),
     pytest.param(SAMPLE_RAW_DATA, hashlib.sha1(SAMPLE_RAW_DATA.encode()).hexdigest(), id="no-key-in-hash"),
+    pytest.param("\ud800", SAMPLE_SIGNATURE, id="lone-surrogate"),
+    pytest.param(["not", "a", "string"], SAMPLE_SIGNATURE, id="raw-data-not-a-string"),
 ])
 def test_a_wrong_signature_does_not_check(client, wechat, raw_data, signature):
     headers = login_with_key(client, wechat, SAMPLE_SIGNED_KEY)

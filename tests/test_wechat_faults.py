@@ -214,3 +214,24 @@ def test_the_connection_pool_serves_the_next_login_after_a_fault(faulty, fault):
     skey = responses[-1][0].get_json()["data"]["skey"]
     assert client.get("/me", headers={"X-WX-Skey": skey}).get_json()["openid"] == OPENID
     assert watchdogs() == []
+
+
+def test_a_call_whose_deadline_passes_while_it_hands_back_its_connection_succeeds(faulty, monkeypatch):
+    """The watchdog is disarmed before the connection returns to the pool, where another call may take it."""
+    import requests
+
+    app = make_app(WXLOGIN_API_BASE=faulty.url, WXLOGIN_HTTP_TIMEOUT=0.3)
+    client = app.test_client()
+    close = requests.Response.close
+
+    def slow_close(response: Any) -> None:
+        time.sleep(0.5)  # the whole answer is read; the deadline passes before the release
+        close(response)
+
+    monkeypatch.setattr(requests.Response, "close", slow_close)
+    first = timed_login(client)[0]
+    monkeypatch.undo()
+    second = timed_login(client)[0]
+
+    assert (first.status_code, second.status_code) == (200, 200), first.get_json()
+    assert watchdogs() == []
