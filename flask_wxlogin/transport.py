@@ -6,8 +6,8 @@ are raised outside the ``except`` block (not even ``__context__`` keeps
 requests' text) and the urllib3 logger is scrubbed (see :mod:`.redact`).
 
 requests' timeout bounds each socket operation, not the exchange, so a server
-dripping one byte at a time could hold a login for ever. A watchdog (a timer
-thread per call) bounds the whole exchange instead: connections made by
+dripping one byte at a time could hold a login for ever. A watchdog per call
+(fired by one scheduler thread per process) bounds the whole exchange instead: connections made by
 :class:`WatchedAdapter` put themselves in its care as they connect and send,
 and at the deadline it shuts the socket down, which ends any read at once;
 such a connection is closed, never pooled half-read.
@@ -15,10 +15,14 @@ such a connection is closed, never pooled half-read.
 from __future__ import annotations
 
 import contextlib
+import heapq
+import itertools
+import os
 import socket
 import threading
+import time
 from contextvars import ContextVar
-from typing import Any, Dict, Optional, Tuple, Type
+from typing import Any, Dict, List, Optional, Tuple, Type
 
 import requests
 from requests.adapters import HTTPAdapter
@@ -113,27 +117,23 @@ class _Watchdog:
     """From ``with`` until its end: at ``timeout``, fire and shut the connection in its care."""
 
     def __init__(self, timeout: float) -> None:
+        self.deadline = time.monotonic() + timeout
         self.fired = False
-        self._armed = True
+        self.armed = True
         self._connection: Optional[_WatchedConnection] = None
         self._lock = threading.Lock()
-        self._timer = threading.Timer(timeout, self._fire)
-        self._timer.name = "wxlogin-watchdog"
-        self._timer.daemon = True
 
     def __enter__(self) -> "_Watchdog":
         self._token = _current.set(self)
-        self._timer.start()
+        _SCHEDULER.add(self)
         return self
 
     def disarm(self) -> None:
         with self._lock:
-            self._armed = False
+            self.armed = False
 
     def __exit__(self, *exc_info: object) -> None:
         self.disarm()
-        self._timer.cancel()
-        self._timer.join()
         _current.reset(self._token)
 
     def watch(self, connection: "_WatchedConnection") -> None:
@@ -142,13 +142,50 @@ class _Watchdog:
             if self.fired:
                 _shut(connection)
 
-    def _fire(self) -> None:
+    def fire(self) -> None:
         with self._lock:
-            if self._armed:
+            if self.armed:
                 self.fired = True
                 # Not once the pool has handed the connection to another exchange.
                 if self._connection is not None and self._connection.watchdog is self:
                     _shut(self._connection)
+
+
+class _Scheduler:
+    """One daemon thread per process that fires each watchdog still armed at its deadline.
+
+    A thread per call would cost more than the rest of a login; this one
+    sleeps until the earliest deadline. Started on first use, and again in a
+    forked worker, where the parent's thread does not exist.
+    """
+
+    def __init__(self) -> None:
+        self._condition = threading.Condition()
+        self._due: List[Tuple[float, int, _Watchdog]] = []
+        self._count = itertools.count()
+        self._thread: Optional[threading.Thread] = None
+
+    def add(self, watchdog: _Watchdog) -> None:
+        with self._condition:
+            heapq.heappush(self._due, (watchdog.deadline, next(self._count), watchdog))
+            if self._thread is None or not self._thread.is_alive():
+                self._thread = threading.Thread(target=self._run, name="wxlogin-watchdog", daemon=True)
+                self._thread.start()
+            elif self._due[0][2] is watchdog:
+                self._condition.notify()
+
+    def _run(self) -> None:
+        with self._condition:
+            while True:
+                now = time.monotonic()
+                while self._due and (self._due[0][0] <= now or not self._due[0][2].armed):
+                    heapq.heappop(self._due)[2].fire()
+                self._condition.wait(self._due[0][0] - now if self._due else None)
+
+
+_SCHEDULER = _Scheduler()
+# A forked child must not inherit the parent's lock state or heap.
+os.register_at_fork(after_in_child=_SCHEDULER.__init__)
 
 
 def _shut(connection: HTTPConnection) -> None:

@@ -162,6 +162,7 @@ def timed_login(client: Any) -> Tuple[Any, float]:
 
 
 def watchdogs() -> List[threading.Thread]:
+    """The watchdog threads: one per process at most, however many calls were made."""
     return [thread for thread in threading.enumerate() if thread.name == "wxlogin-watchdog"]
 
 
@@ -180,7 +181,7 @@ def test_a_faulty_wechat_fails_the_login_in_time_and_stores_nothing(faulty, faul
     assert all(len(backend._cache) == 0 for backend in app.extensions["cache"].values())
     assert faulty.fault_ended.wait(2), "the client kept the faulty connection open"
     assert faulty.sent < FLOOD_LIMIT
-    assert watchdogs() == []
+    assert len(watchdogs()) <= 1
 
 
 @pytest.mark.parametrize("fault", ["50mb-content-length", "50mb-chunked"])
@@ -213,7 +214,7 @@ def test_the_connection_pool_serves_the_next_login_after_a_fault(faulty, fault):
     assert all(elapsed < TIMEOUT for _, elapsed in responses)
     skey = responses[-1][0].get_json()["data"]["skey"]
     assert client.get("/me", headers={"X-WX-Skey": skey}).get_json()["openid"] == OPENID
-    assert watchdogs() == []
+    assert len(watchdogs()) <= 1
 
 
 def test_a_call_whose_deadline_passes_while_it_hands_back_its_connection_succeeds(faulty, monkeypatch):
@@ -234,4 +235,4 @@ def test_a_call_whose_deadline_passes_while_it_hands_back_its_connection_succeed
     second = timed_login(client)[0]
 
     assert (first.status_code, second.status_code) == (200, 200), first.get_json()
-    assert watchdogs() == []
+    assert len(watchdogs()) <= 1
