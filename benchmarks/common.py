@@ -240,11 +240,6 @@ def session_keys(client: redis.Redis) -> Set[bytes]:
     }
 
 
-def user_keys(client: redis.Redis) -> Set[bytes]:
-    """The per-user keys a login writes beside the session: index and newest session_key."""
-    return set(client.scan_iter(match=KEY_PREFIX + "u:*")) | set(client.scan_iter(match=KEY_PREFIX + "k:*"))
-
-
 def copy_session_to_floor(client: redis.Redis) -> None:
     """Put a copy of the one live session record under :data:`FLOOR_KEY`."""
     keys = session_keys(client)
