@@ -1,12 +1,17 @@
-"""Property tests: whatever the login body or the skey header holds, no 500, no session, no call."""
+"""Property tests: whatever the login body, the skey header or the open data holds: no 500, no session, no call."""
 from __future__ import annotations
 
+import base64
 import json
 import re
+from typing import Any, Dict
 
 import requests_mock
+from flask import request
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+
+from flask_wxlogin import current_wx_user, login_required
 
 from .conftest import API, OPENID, SESSION_KEY, make_app
 
@@ -77,3 +82,59 @@ def test_no_skey_header_causes_a_500_or_touches_the_store(skey):
 def _store():
     with APP.app_context():
         return APP.extensions["wxlogin"].store
+
+
+# -- open data: whatever encryptedData, iv, rawData and signature hold -----------------
+
+OPEN_DATA_APP = make_app()
+
+
+@OPEN_DATA_APP.post("/decrypt")
+@login_required
+def _decrypt() -> Dict[str, Any]:
+    body = request.get_json()
+    return {"data": current_wx_user.decrypt(body.get("encryptedData"), body.get("iv"))}
+
+
+@OPEN_DATA_APP.post("/check-signature")
+@login_required
+def _check_signature() -> Dict[str, Any]:
+    body = request.get_json()
+    return {"ok": current_wx_user.check_signature(body.get("rawData"), body.get("signature"))}
+
+
+def _open_data_skey() -> str:
+    with requests_mock.Mocker() as wechat:
+        wechat.get(API, json={"openid": OPENID, "session_key": SESSION_KEY})
+        response = OPEN_DATA_APP.test_client().post("/auth/login", json={"code": "hostile-open-data"})
+    return response.get_json()["data"]["skey"]
+
+
+OPEN_DATA_SKEY = _open_data_skey()
+BASE64ISH = st.one_of(
+    st.text(max_size=120),
+    st.binary(max_size=90).map(lambda b: base64.b64encode(b).decode()),
+    st.text(alphabet="ABCDEFGHabcdefgh0123456789+/=", max_size=64),
+)
+OPEN_DATA_VALUES = st.one_of(BASE64ISH, JSON_VALUES)
+
+
+@SETTINGS
+@given(encrypted_data=OPEN_DATA_VALUES, iv=OPEN_DATA_VALUES)
+def test_no_encrypted_data_or_iv_causes_a_500_or_decrypts(encrypted_data, iv):
+    response = OPEN_DATA_APP.test_client().post(
+        "/decrypt", json={"encryptedData": encrypted_data, "iv": iv}, headers={"X-WX-Skey": OPEN_DATA_SKEY}
+    )
+    assert response.status_code == 400, response.get_data()
+    assert response.get_json()["error"] in ("data_malformed", "session_key_stale", "watermark_mismatch")
+    assert SESSION_KEY not in response.get_data(as_text=True)
+
+
+@SETTINGS
+@given(raw_data=OPEN_DATA_VALUES, signature=OPEN_DATA_VALUES)
+def test_no_raw_data_or_signature_causes_a_500_or_checks(raw_data, signature):
+    response = OPEN_DATA_APP.test_client().post(
+        "/check-signature", json={"rawData": raw_data, "signature": signature}, headers={"X-WX-Skey": OPEN_DATA_SKEY}
+    )
+    assert response.status_code == 200, response.get_data()
+    assert response.get_json() == {"ok": False}
