@@ -61,10 +61,14 @@ def program_settings(config: Mapping[str, Any], name: str) -> Optional[Tuple[str
     """``(appid, secret, key prefix)`` of mini program ``name`` as configured now, or ``None``."""
     if name == MAIN_PROGRAM:
         return config["WXLOGIN_APPID"], config["WXLOGIN_SECRET"], config["WXLOGIN_KEY_PREFIX"]
-    settings = config["WXLOGIN_MINI_PROGRAMS"].get(name)
+    programs = config["WXLOGIN_MINI_PROGRAMS"]
+    settings = programs.get(name) if isinstance(programs, dict) else None
     if not isinstance(settings, dict):
         return None
-    return settings["appid"], settings["secret"], f"{config['WXLOGIN_KEY_PREFIX']}{name}:"
+    appid, secret = settings.get("appid"), settings.get("secret")
+    if not (isinstance(appid, str) and appid and isinstance(secret, str) and secret):
+        return None  # changed at run time into something init_app would have refused
+    return appid, secret, f"{config['WXLOGIN_KEY_PREFIX']}{name}:"
 
 
 def mini_programs(config: Dict[str, Any]) -> Dict[str, Tuple[str, str]]:

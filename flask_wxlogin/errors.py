@@ -14,6 +14,13 @@ from typing import Any, Dict, Optional
 RETRY_AFTER = {429: 60, 502: 5, 503: 5, 504: 5}
 
 
+def mini_program_unknown() -> "BadLoginRequest":
+    """404: no mini program of the requested name is configured (now)."""
+    return BadLoginRequest(
+        "No mini program of that name is configured here.", error="mini_program_unknown", status=404
+    )
+
+
 class WxLoginError(Exception):
     """Base class. Subclasses set ``status``, ``error`` and ``message``."""
 

@@ -15,7 +15,7 @@ from flask_caching import Cache
 from . import config, crypto, redact, signals
 from .access_token import SharedAccessToken
 from .client import Identity, WeChatClient, checked_code
-from .errors import RETRY_AFTER, BadLoginRequest, ConfigurationError, Unauthorized, WxLoginError
+from .errors import RETRY_AFTER, ConfigurationError, Unauthorized, WxLoginError, mini_program_unknown
 from .store import SessionStore, backend_for
 from .tokens import SALT, SkeySigner
 from .user import UserId, WxUser
@@ -88,10 +88,8 @@ class _AppState:
         """The mini program called ``name`` (``None``: the main one), or a 404 error."""
         if name is None:
             return self.main
-        if name != config.MAIN_PROGRAM and name not in self.config["WXLOGIN_MINI_PROGRAMS"]:
-            raise BadLoginRequest(
-                "No mini program of that name is configured here.", error="mini_program_unknown", status=404
-            )
+        if config.program_settings(self.config, name) is None:
+            raise mini_program_unknown()
         program = self.programs.get(name)
         if program is None:
             program = self.programs.setdefault(name, _Program(name, self.backend, self.config, self.client))

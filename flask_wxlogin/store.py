@@ -38,7 +38,7 @@ from cachelib import RedisCache as CachelibRedisCache
 from flask_caching.backends.nullcache import NullCache as FlaskCachingNullCache
 
 from .config import MAIN_PROGRAM, program_settings
-from .errors import StoreUnavailable
+from .errors import StoreUnavailable, mini_program_unknown
 from .tokens import new_session_id
 from .user import UserId, WxUser
 
@@ -228,7 +228,7 @@ class SessionStore:
     def _settings(self) -> Tuple[str, str, str]:
         settings = program_settings(self.config, self.program)
         if settings is None:
-            raise ValueError(f"no mini program named {self.program!r} is configured")
+            raise mini_program_unknown()
         return settings
 
     def create(self, openid: str, session_key: str, unionid: Optional[str], user_id: UserId) -> WxUser:

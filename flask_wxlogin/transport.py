@@ -54,7 +54,6 @@ def fetch(
             method, url, params=params, json=json, timeout=timeout, stream=True, allow_redirects=False
         ) as response:
             body, status = _read_bounded(response, watchdog), response.status_code
-            # Before the connection goes back to the pool, where another call may take it.
             watchdog.disarm()
     except requests.RequestException as exc:
         error = _error_for(exc, watchdog.fired)
@@ -142,12 +141,19 @@ class _Watchdog:
             if self.fired:
                 _shut(connection)
 
+    def release(self, connection: "_WatchedConnection") -> None:
+        """Let go of ``connection`` as it goes back to the pool: another call may take it next."""
+        with self._lock:
+            if self._connection is connection:
+                self._connection = None
+            if connection.watchdog is self:
+                connection.watchdog = None
+
     def fire(self) -> None:
         with self._lock:
             if self.armed:
                 self.fired = True
-                # Not once the pool has handed the connection to another exchange.
-                if self._connection is not None and self._connection.watchdog is self:
+                if self._connection is not None:
                     _shut(self._connection)
 
 
@@ -184,8 +190,15 @@ class _Scheduler:
 
 
 _SCHEDULER = _Scheduler()
-# A forked child must not inherit the parent's lock state or heap.
-os.register_at_fork(after_in_child=_SCHEDULER.__init__)
+
+
+def _new_scheduler_after_fork() -> None:
+    """A forked child must not inherit the parent's lock state, heap or (absent) thread."""
+    global _SCHEDULER
+    _SCHEDULER = _Scheduler()
+
+
+os.register_at_fork(after_in_child=_new_scheduler_after_fork)
 
 
 def _shut(connection: HTTPConnection) -> None:
@@ -220,11 +233,22 @@ def _watch(connection: _WatchedConnection) -> None:
         watchdog.watch(connection)
 
 
-class _HTTPPool(HTTPConnectionPool):
+class _ReleasingPool(HTTPConnectionPool):
+    """Detaches a connection from its watchdog as urllib3 pools it (which it does as soon
+    as the body has been read, before ``fetch`` returns)."""
+
+    def _put_conn(self, conn: Any) -> None:
+        watchdog = getattr(conn, "watchdog", None)
+        if watchdog is not None:
+            watchdog.release(conn)
+        super()._put_conn(conn)
+
+
+class _HTTPPool(_ReleasingPool):
     ConnectionCls = _WatchedConnection
 
 
-class _HTTPSPool(HTTPSConnectionPool):
+class _HTTPSPool(_ReleasingPool, HTTPSConnectionPool):
     ConnectionCls = _WatchedHTTPSConnection
 
 

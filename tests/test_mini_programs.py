@@ -6,7 +6,7 @@ from typing import Any, Dict
 import pytest
 from flask import Flask
 
-from flask_wxlogin import ConfigurationError, current_wx_user, login_required
+from flask_wxlogin import BadLoginRequest, ConfigurationError, current_wx_user, login_required
 
 from .conftest import APPID, APPSECRET, CODE, OPENID, SESSION_KEY, make_app
 from .test_open_data import KEY_1, encrypt, user_info
@@ -220,3 +220,34 @@ def test_a_bad_mini_program_config_is_refused_at_init(programs, complaint):
 @pytest.fixture
 def client(app: Flask) -> Any:
     return app.test_client()
+
+
+@pytest.mark.parametrize("broken", [
+    pytest.param({"staff": "wxstaff"}, id="entry-not-a-dict"),
+    pytest.param({"staff": {"secret": "s"}}, id="no-appid"),
+    pytest.param({"staff": {"appid": 7, "secret": "s"}}, id="appid-not-a-string"),
+    pytest.param(["staff"], id="not-a-dict"),
+])
+def test_a_program_broken_at_run_time_is_404_not_500(wechat, broken):
+    app = two_program_app()
+    client = app.test_client()
+    staff = skey_from(client.post("/auth/staff/login", json={"code": CODE}))
+    app.config["WXLOGIN_MINI_PROGRAMS"] = broken
+
+    responses = [client.post("/auth/staff/login", json={"code": CODE}), client.get("/staff/me", headers=staff)]
+
+    assert [(r.status_code, r.get_json()["error"]) for r in responses] == [(404, "mini_program_unknown")] * 2
+
+
+def test_a_program_removed_while_its_session_is_in_use_is_404_not_500(wechat):
+    app = two_program_app()
+    client = app.test_client()
+    staff = skey_from(client.post("/auth/staff/login", json={"code": CODE}))
+    with app.test_request_context():
+        store = app.extensions["wxlogin"]._state().program("staff").store
+    app.config["WXLOGIN_MINI_PROGRAMS"] = {}
+
+    with app.test_request_context(), pytest.raises(BadLoginRequest) as caught:
+        store.load(staff["X-WX-Skey"].split(".")[0])
+
+    assert (caught.value.status, caught.value.error) == (404, "mini_program_unknown")

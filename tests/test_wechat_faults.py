@@ -236,3 +236,27 @@ def test_a_call_whose_deadline_passes_while_it_hands_back_its_connection_succeed
 
     assert (first.status_code, second.status_code) == (200, 200), first.get_json()
     assert len(watchdogs()) <= 1
+
+
+def test_a_pooled_connection_is_out_of_its_last_watchdogs_reach(faulty, monkeypatch):
+    """urllib3 pools a connection once its body is read, before fetch disarms: the pool detaches it first,
+    so a watchdog firing late cannot shut a connection another call has taken meanwhile."""
+    from flask_wxlogin import transport
+
+    made: List[Any] = []
+    original = transport._Watchdog
+
+    def recording(timeout: float) -> Any:
+        made.append(original(timeout))
+        return made[-1]
+
+    monkeypatch.setattr(transport, "_Watchdog", recording)
+    app = make_app(WXLOGIN_API_BASE=faulty.url, WXLOGIN_HTTP_TIMEOUT=TIMEOUT)
+    assert timed_login(app.test_client())[0].status_code == 200
+
+    adapter = app.extensions["wxlogin"]._states[app].client.http.get_adapter(faulty.url)
+    pools = adapter.poolmanager.pools
+    pooled = [conn for key in pools.keys() for conn in pools[key].pool.queue if conn is not None]
+    (watchdog,) = made
+    assert pooled and all(conn.watchdog is None for conn in pooled)
+    assert watchdog._connection is None
