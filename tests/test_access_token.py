@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import threading
 import time
-from typing import Any, Dict, List
+from typing import Any, Callable, Dict, List
 
 import pytest
 from flask import Flask
@@ -47,6 +47,23 @@ def cached(app: Flask, key: str) -> Any:
 def access_token(app: Flask) -> str:
     with app.app_context():
         return app.extensions["wxlogin"].access_token()
+
+
+def all_at_once(call: Callable[[], Any], callers: int = 20) -> List[Any]:
+    """``call()`` from ``callers`` threads released together; their results."""
+    start = threading.Barrier(callers)
+    results: List[Any] = []
+
+    def caller() -> None:
+        start.wait()
+        results.append(call())
+
+    threads = [threading.Thread(target=caller) for _ in range(callers)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(10)
+    return results
 
 
 def phone_answer(valid_tokens: List[str], calls: List[str]) -> Any:
@@ -103,18 +120,8 @@ def test_twenty_concurrent_first_callers_cause_one_fetch(token_app, requests_moc
         return {"access_token": "token-1", "expires_in": 7200}
 
     endpoint = requests_mock.post(STABLE_TOKEN, json=slow_token)
-    start = threading.Barrier(20)
-    results: List[str] = []
 
-    def caller() -> None:
-        start.wait()
-        results.append(access_token(token_app))
-
-    threads = [threading.Thread(target=caller) for _ in range(20)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(10)
+    results = all_at_once(lambda: access_token(token_app))
 
     assert results == ["token-1"] * 20
     assert endpoint.call_count == 1
@@ -225,18 +232,8 @@ def test_a_failed_fetch_is_shared_not_repeated_by_every_waiting_caller(token_app
         return {"errcode": -1, "errmsg": "system busy"}
 
     endpoint = requests_mock.post(STABLE_TOKEN, json=busy)
-    start = threading.Barrier(20)
-    errors: List[str] = []
 
-    def caller() -> None:
-        start.wait()
-        errors.append(token_app.test_client().post("/phone").get_json()["error"])
-
-    threads = [threading.Thread(target=caller) for _ in range(20)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(10)
+    errors = all_at_once(lambda: token_app.test_client().post("/phone").get_json()["error"])
 
     assert errors == ["wechat_busy"] * 20
     assert endpoint.call_count == 1
