@@ -40,13 +40,9 @@ class _Program:
         self.client = client
         self._signers: "dict[str, SkeySigner]" = {}
 
-    def settings(self) -> "tuple[str, str, str]":
-        """``(appid, secret, key prefix)``, as configured now."""
-        return self.store._settings()
-
     def _signer(self) -> SkeySigner:
         # The main program keeps 0.1's salt, so its skeys outlive an upgrade.
-        salt = SALT if self.name == config.MAIN_PROGRAM else f"{SALT}:{self.settings()[0]}"
+        salt = SALT if self.name == config.MAIN_PROGRAM else f"{SALT}:{self.store.settings()[0]}"
         signer = self._signers.get(salt)
         if signer is None:
             signer = self._signers[salt] = SkeySigner(salt)
@@ -59,11 +55,11 @@ class _Program:
         return self._signer().sign(session_id, app_config["SECRET_KEY"], app_config.get("SECRET_KEY_FALLBACKS") or ())
 
     def code2session(self, code: str) -> Identity:
-        appid, secret, _ = self.settings()
+        appid, secret, _ = self.store.settings()
         return self.client.code2session(appid, secret, code)
 
     def access_token(self) -> SharedAccessToken:
-        appid, secret, prefix = self.settings()
+        appid, secret, prefix = self.store.settings()
         return SharedAccessToken(
             self.store.backend,
             f"{prefix}access_token:{{{appid}}}",

@@ -218,14 +218,15 @@ class SessionStore:
 
     @property
     def appid(self) -> str:
-        return self._settings()[0]
+        return self.settings()[0]
 
     @property
     def key_prefix(self) -> str:
         """Prepended to every key of this mini program."""
-        return self._settings()[2]
+        return self.settings()[2]
 
-    def _settings(self) -> Tuple[str, str, str]:
+    def settings(self) -> Tuple[str, str, str]:
+        """``(appid, secret, key prefix)`` of this mini program, as configured now; 404 if it is gone."""
         settings = program_settings(self.config, self.program)
         if settings is None:
             raise mini_program_unknown()
@@ -234,7 +235,7 @@ class SessionStore:
     def create(self, openid: str, session_key: str, unionid: Optional[str], user_id: UserId) -> WxUser:
         """Store a new session under a fresh random id; :class:`StoreUnavailable` if it was not kept."""
         config = self.config
-        appid, _, prefix = self._settings()
+        appid, _, prefix = self.settings()
         now = int(self.clock())
         session = WxUser(
             new_session_id(), openid, session_key, unionid, user_id, now, now, appid, self.program
@@ -268,13 +269,13 @@ class SessionStore:
         return f"{self.key_prefix}u:{openid}"
 
     def _newest_key_key(self, openid: str) -> str:
-        appid, _, prefix = self._settings()
+        appid, _, prefix = self.settings()
         return f"{prefix}k:{appid}:{openid}"
 
     def load(self, session_id: str) -> Optional[WxUser]:
         """The live session with this id, or ``None`` if it expired, was revoked or never was."""
         config = self.config
-        appid, _, prefix = self._settings()
+        appid, _, prefix = self.settings()
         key = prefix + session_id
         raw = self.backend.get(key)
         if raw is None:

@@ -5,6 +5,7 @@ from typing import Any, Dict, Optional, Union
 
 from flask import current_app
 
+from .config import MAIN_PROGRAM
 from .errors import Unauthorized
 
 #: What an ``on_login`` callback may return and the session keeps.
@@ -36,7 +37,7 @@ class WxUser:
         created_at: int,
         refreshed_at: int,
         appid: str = "",
-        program: str = "default",
+        program: str = MAIN_PROGRAM,
     ) -> None:
         self.session_id = session_id
         self.openid = openid
