@@ -15,7 +15,7 @@ from .extension import WxLogin
 from .signals import user_logged_in, user_logged_out, user_login_failed
 from .user import AnonymousWxUser, WxUser
 
-__version__ = "0.2.0"
+__version__ = "0.3.0"
 
 __all__ = [
     "AccessTokenUnavailable",
