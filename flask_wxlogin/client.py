@@ -10,10 +10,12 @@ from __future__ import annotations
 import json
 import logging
 import re
+import time
 from typing import Any, Dict, Mapping, NamedTuple, Optional, Tuple
 
 import requests
 
+from . import metrics
 from .errors import BadLoginRequest, WeChatError
 from .transport import WatchedAdapter, bad_response, fetch, wechat_error
 
@@ -152,7 +154,24 @@ class WeChatClient:
         self, method: str, path: str, errcodes: Errcodes,
         params: Optional[Dict[str, Any]] = None, json: Optional[Dict[str, Any]] = None,
     ) -> Dict[str, Any]:
-        """WeChat's JSON answer, or the error its errcode maps to in ``errcodes``."""
+        """WeChat's JSON answer, or the error its errcode maps to in ``errcodes``.
+
+        Each call is counted and timed in :mod:`.metrics` under the path's last segment.
+        """
+        started = time.perf_counter()
+        outcome = "ok"
+        try:
+            return self._answer(method, path, errcodes, params, json)
+        except WeChatError as error:
+            outcome = error.error
+            raise
+        finally:
+            metrics.wechat_request(path.rsplit("/", 1)[-1], outcome, time.perf_counter() - started)
+
+    def _answer(
+        self, method: str, path: str, errcodes: Errcodes,
+        params: Optional[Dict[str, Any]], json: Optional[Dict[str, Any]],
+    ) -> Dict[str, Any]:
         config = self.config
         url = config["WXLOGIN_API_BASE"].rstrip("/") + path
         body, status = fetch(self.http, method, url, config["WXLOGIN_HTTP_TIMEOUT"], params=params, json=json)

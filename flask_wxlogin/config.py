@@ -1,8 +1,11 @@
 """The ``WXLOGIN_*`` configuration keys and their defaults, in one place."""
 from __future__ import annotations
 
+import functools
 import re
 from typing import Any, Dict, Mapping, Optional, Tuple
+
+from limits import RateLimitItem, parse_many
 
 #: Every key the extension reads, with its default. ``None`` means required.
 DEFAULTS: Dict[str, Any] = {
@@ -25,6 +28,13 @@ DEFAULTS: Dict[str, Any] = {
     "WXLOGIN_KEY_PREFIX": "wxl:",
     # More mini programs served by this app: {"staff": {"appid": ..., "secret": ...}}.
     "WXLOGIN_MINI_PROGRAMS": {},
+    # Login attempts allowed per client IP (``request.remote_addr``) and mini program, in the
+    # ``limits`` notation ("30/minute", "5/second;100/hour"); ``None`` switches the limit off.
+    # Counted where the sessions are kept, before WeChat is called.
+    "WXLOGIN_LOGIN_RATE_LIMIT": "30/minute",
+    # Write a keyed hash (HMAC-SHA256 under SECRET_KEY) of the openid in audit records
+    # instead of the openid itself, for logs that must not hold personal data.
+    "WXLOGIN_AUDIT_HASH_OPENID": False,
 }
 
 #: The name of the mini program configured by WXLOGIN_APPID / WXLOGIN_SECRET.
@@ -54,7 +64,24 @@ def apply_defaults(config: Dict[str, Any]) -> None:
     for key in ("WXLOGIN_TOKEN_HEADER", "WXLOGIN_KEY_PREFIX", "WXLOGIN_API_BASE"):
         if not config[key] or not isinstance(config[key], str):
             raise ValueError(f"{key} must be a non-empty string")
+    rate_limit = config["WXLOGIN_LOGIN_RATE_LIMIT"]
+    if rate_limit is not None and not (isinstance(rate_limit, str) and rate_limits(rate_limit)):
+        raise ValueError(
+            f'WXLOGIN_LOGIN_RATE_LIMIT must be None or a limit such as "30/minute", not {rate_limit!r}'
+        )
+    if not isinstance(config["WXLOGIN_AUDIT_HASH_OPENID"], bool):
+        raise ValueError("WXLOGIN_AUDIT_HASH_OPENID must be True or False")
     mini_programs(config)
+
+
+@functools.lru_cache(maxsize=16)
+def rate_limits(text: str) -> "Tuple[RateLimitItem, ...]":
+    """The limits in ``text`` ("30/minute", "5/second;100/hour"); empty if it is not one."""
+    try:
+        items = tuple(parse_many(text))
+    except ValueError:
+        return ()
+    return items if all(item.amount >= 1 for item in items) else ()
 
 
 def program_settings(config: Mapping[str, Any], name: str) -> Optional[Tuple[str, str, str]]:

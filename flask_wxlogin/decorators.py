@@ -8,6 +8,8 @@ from typing import Any, Callable, Optional, TypeVar, Union, cast, overload
 from flask import current_app, g, has_request_context, request
 from werkzeug.local import LocalProxy
 
+from . import metrics
+from .config import MAIN_PROGRAM
 from .errors import Unauthorized
 from .user import ANONYMOUS, AnonymousWxUser, WxUser
 
@@ -41,7 +43,11 @@ def login_required(view: Optional[F] = None, *, program: Optional[str] = None) -
         app = current_app._get_current_object()  # type: ignore[attr-defined]
         environ = request.environ
         if environ["REQUEST_METHOD"] not in EXEMPT_METHODS:
-            g._wxlogin_user = app.extensions["wxlogin"].authenticate_environ(app, environ, program)
+            try:
+                g._wxlogin_user = app.extensions["wxlogin"].authenticate_environ(app, environ, program)
+            except Unauthorized as error:
+                metrics.rejected(program or MAIN_PROGRAM, error.error)
+                raise
         if is_async:
             return app.ensure_sync(view)(*args, **kwargs)
         return view(*args, **kwargs)

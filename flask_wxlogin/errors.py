@@ -27,6 +27,8 @@ class WxLoginError(Exception):
     status: int = 500
     error: str = "wxlogin_error"
     message: str = "The login service failed."
+    #: Seconds for ``Retry-After``, when this error knows better than :data:`RETRY_AFTER`.
+    retry_after: Optional[int] = None
 
     def __init__(
         self,
@@ -104,6 +106,21 @@ class DecryptError(WxLoginError):
     status = 400
     error = "data_malformed"
     message = "The encrypted data cannot be decrypted."
+
+
+class LoginRateLimited(WxLoginError):
+    """Too many login attempts from this IP address for this mini program (429).
+
+    Raised before any call to WeChat; ``retry_after`` is when the oldest counted attempt leaves the window.
+    """
+
+    status = 429
+    error = "login_rate_limited"
+    message = "Too many login attempts from this address; try again later."
+
+    def __init__(self, retry_after: int) -> None:
+        super().__init__()
+        self.retry_after = retry_after
 
 
 class AccessTokenUnavailable(WxLoginError):

@@ -12,10 +12,11 @@ from cachelib import BaseCache
 from flask import Flask, current_app, jsonify, request
 from flask_caching import Cache
 
-from . import config, crypto, redact, signals
+from . import config, crypto, metrics, redact, signals
 from .access_token import SharedAccessToken
 from .client import Identity, WeChatClient, checked_code
-from .errors import RETRY_AFTER, ConfigurationError, Unauthorized, WxLoginError, mini_program_unknown
+from .errors import RETRY_AFTER, ConfigurationError, Unauthorized, WeChatError, WxLoginError, mini_program_unknown
+from .ratelimit import LoginRateLimit
 from .store import SessionStore, backend_for
 from .tokens import SALT, SkeySigner
 from .user import UserId, WxUser
@@ -63,15 +64,24 @@ class _Program:
         return SharedAccessToken(
             self.store.backend,
             f"{prefix}access_token:{{{appid}}}",
-            fetch=lambda: self.client.stable_token(appid, secret),
+            fetch=lambda: self._fetch_token(appid, secret),
             lock_seconds=math.ceil(self.store.config["WXLOGIN_HTTP_TIMEOUT"]) + 1,
         )
+
+    def _fetch_token(self, appid: str, secret: str) -> "tuple[str, int]":
+        try:
+            fetched = self.client.stable_token(appid, secret)
+        except WeChatError as error:
+            metrics.access_token_refresh(self.name, error.error)
+            raise
+        metrics.access_token_refresh(self.name, "ok")
+        return fetched
 
 
 class _AppState:
     """What one app needs at request time."""
 
-    __slots__ = ("config", "client", "backend", "programs", "main")
+    __slots__ = ("config", "client", "backend", "programs", "main", "rate_limit")
 
     def __init__(self, app: Flask, backend: Any) -> None:
         self.config = app.config
@@ -79,6 +89,7 @@ class _AppState:
         self.backend = backend
         self.main = _Program(config.MAIN_PROGRAM, backend, app.config, self.client)
         self.programs = {config.MAIN_PROGRAM: self.main}
+        self.rate_limit = LoginRateLimit(backend)
 
     def program(self, name: Optional[str]) -> _Program:
         """The mini program called ``name`` (``None``: the main one), or a 404 error."""
@@ -163,9 +174,16 @@ class WxLogin:
     # -- login, authentication, logout ---------------------------------------
 
     def login(self, code: str, program: Optional[str] = None) -> "tuple[WxUser, str]":
-        """Exchange ``code`` at WeChat and open a session of mini ``program``: ``(user, skey)``."""
+        """Exchange ``code`` at WeChat and open a session of mini ``program``: ``(user, skey)``.
+
+        Past ``WXLOGIN_LOGIN_RATE_LIMIT`` for the request's IP, :class:`LoginRateLimited` before WeChat is called.
+        """
         state = self._state()
         chosen = state.program(program)
+        state.rate_limit.hit(
+            state.config["WXLOGIN_LOGIN_RATE_LIMIT"], state.config["WXLOGIN_KEY_PREFIX"],
+            chosen.name, request.remote_addr or "",
+        )
         identity = chosen.code2session(code)
         user_id = None if self._login_callback is None else self._login_callback(identity)
         if user_id is not None and (isinstance(user_id, bool) or not isinstance(user_id, (str, int))):
@@ -256,8 +274,9 @@ class WxLogin:
         response = jsonify(error.to_dict())
         response.status_code = error.status
         response.headers["Cache-Control"] = "no-store"
-        if error.status in RETRY_AFTER:
-            response.headers["Retry-After"] = str(RETRY_AFTER[error.status])
+        retry_after = error.retry_after or RETRY_AFTER.get(error.status)
+        if retry_after is not None:
+            response.headers["Retry-After"] = str(retry_after)
         if error.status == 401:
             response.headers["WWW-Authenticate"] = 'Bearer realm="wxlogin"'
         if error.status == 405:

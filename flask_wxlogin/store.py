@@ -37,6 +37,7 @@ from cachelib import BaseCache, NullCache, SimpleCache
 from cachelib import RedisCache as CachelibRedisCache
 from flask_caching.backends.nullcache import NullCache as FlaskCachingNullCache
 
+from . import metrics
 from .config import MAIN_PROGRAM, program_settings
 from .errors import StoreUnavailable, mini_program_unknown
 from .tokens import new_session_id
@@ -56,11 +57,14 @@ class _Backend:
     """
 
     errors: Tuple[Type[BaseException], ...] = (Exception,)
+    #: The redis-py client every command goes to, or None for a cache that is not Redis.
+    redis: Any = None
 
     def _call(self, method: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         try:
             return method(*args, **kwargs)
         except self.errors as exc:
+            metrics.store_error(method.__name__)
             error = _unavailable(exc)
         raise error
 
@@ -85,7 +89,7 @@ class _RedisBackend(_Backend):
         from redis.exceptions import RedisClusterException, RedisError
 
         self._cache = cache
-        self._client = cache._write_client
+        self._client = self.redis = cache._write_client
         self.errors = (RedisError, RedisClusterException, OSError)
 
     def _key(self, key: str) -> str:

@@ -7,9 +7,10 @@ from typing import Any, Optional
 from flask import Blueprint, Response, current_app, jsonify, request
 from werkzeug.exceptions import RequestEntityTooLarge
 
-from . import signals
+from . import audit, metrics, signals
 from .client import CODE, checked_code
-from .errors import BadLoginRequest, WxLoginError
+from .config import MAIN_PROGRAM, program_settings
+from .errors import BadLoginRequest, LoginRateLimited, WxLoginError
 
 blueprint = Blueprint("wxlogin", __name__)
 
@@ -21,11 +22,15 @@ _FORMS = ("application/x-www-form-urlencoded", "multipart/form-data")
 @blueprint.post("/login")
 @blueprint.post("/<program>/login")
 def login(program: Optional[str] = None) -> Response:
+    name = program or MAIN_PROGRAM
     try:
         user, skey = current_app.extensions["wxlogin"].login(read_code(), program)
     except WxLoginError as error:
         signals.user_login_failed.send(current_app._get_current_object(), error=error)  # type: ignore[attr-defined]
+        _count_failure(name, error)
         raise
+    metrics.login(name, "ok")
+    audit.record("login", program=name, openid=user.openid, outcome="ok")
     expires_in = int(current_app.config["WXLOGIN_SESSION_IDLE_TIMEOUT"])
     return _ok({"skey": skey, "expires_in": expires_in, "openid": user.openid})
 
@@ -84,6 +89,17 @@ def _code_from_body(raw: bytes) -> Optional[Any]:
     if isinstance(data, str):
         return data
     raise _body_invalid('Send {"code": "<code from wx.login>"}.')
+
+
+def _count_failure(program: str, error: WxLoginError) -> None:
+    """Metrics and audit of a failed login; none for an unknown program, whose name the client chose."""
+    if program_settings(current_app.config, program) is None:
+        return
+    metrics.login(program, error.error)
+    if isinstance(error, LoginRateLimited):
+        audit.record("rate_limited", program=program, retry_after=error.retry_after)
+    else:
+        audit.record("login", program=program, outcome="failed", error=error.error, errcode=error.errcode)
 
 
 def _body_invalid(message: str) -> BadLoginRequest:

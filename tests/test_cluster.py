@@ -28,6 +28,8 @@ BOUND = 3.5
 
 
 def cluster_app(cluster_spec: str, prefix: str, **config: Any) -> Flask:
+    # Many logins from one address; the limit on a cluster is in test_ratelimit.py.
+    config.setdefault("WXLOGIN_LOGIN_RATE_LIMIT", None)
     app = make_app(CACHE_TYPE="RedisClusterCache", CACHE_REDIS_CLUSTER=cluster_spec,
                    WXLOGIN_KEY_PREFIX=prefix, **config)
     app.clock = Clock()  # type: ignore[attr-defined]

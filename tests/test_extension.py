@@ -159,7 +159,7 @@ def test_the_seed_backends_bugs_are_not_ours(wechat):
 
 @pytest.mark.parametrize("cache_type", ["SimpleCache", "FileSystemCache"])
 def test_an_app_chosen_local_cache_keeps_more_sessions_than_cachelibs_threshold(cache_type, tmp_path, wechat):
-    app = make_app(CACHE_TYPE=cache_type, CACHE_DIR=str(tmp_path))
+    app = make_app(CACHE_TYPE=cache_type, CACHE_DIR=str(tmp_path), WXLOGIN_LOGIN_RATE_LIMIT=None)
     client = app.test_client()
     skeys = [login(client, code=f"c{i}") for i in range(600)]
     assert all(client.get("/me", headers={"X-WX-Skey": skey}).status_code == 200 for skey in skeys[:50])

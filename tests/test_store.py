@@ -77,7 +77,8 @@ def test_redis_holds_a_compact_line_under_the_prefixed_key_with_the_idle_ttl(red
     assert len(raw) <= 100
     assert 0 < redis_db.ttl(key) <= redis_app.config["WXLOGIN_SESSION_IDLE_TIMEOUT"]
     assert sorted(redis_db.scan_iter(match=redis_prefix + "*")) == sorted(
-        [key.encode(), f"{redis_prefix}u:{OPENID}".encode(), f"{redis_prefix}k:{APPID}:{OPENID}".encode()]
+        [key.encode(), f"{redis_prefix}u:{OPENID}".encode(), f"{redis_prefix}k:{APPID}:{OPENID}".encode(),
+         f"{redis_prefix}ratelimit:LIMITER/default/127.0.0.1/30/1/minute".encode()]
     )
 
 
@@ -145,7 +146,7 @@ def test_redis_really_expires_an_idle_session(redis_url, redis_prefix, redis_db,
 
 
 def test_embedded_default_keeps_more_sessions_than_cachelibs_default_threshold(wechat):
-    app = make_app()
+    app = make_app(WXLOGIN_LOGIN_RATE_LIMIT=None)  # 600 logins from one address
     client = app.test_client()
     skeys = [login(client, code=f"code{i}") for i in range(600)]
     assert all(_load(app, skey).status_code == 200 for skey in skeys[:5] + skeys[-5:])

@@ -1,0 +1,85 @@
+"""Login rate limits: attempts per client IP and mini program, counted by ``limits``.
+
+The counters live where the sessions do, so every worker and host shares
+them: on the session store's own Redis client (plain, Sentinel or Cluster),
+or in this process's memory beside the embedded default cache. A moving
+window: "30/minute" means at most 30 attempts in any 60 seconds.
+
+A store that cannot count fails closed: the login answers 503
+``session_store_unavailable`` before calling WeChat. A login could not store
+its session in that store anyway, so failing open would only spend WeChat
+calls (and the users' codes) on logins bound to fail.
+"""
+from __future__ import annotations
+
+import math
+import time
+from typing import Any, Dict, Optional
+
+from limits.storage import MemoryStorage, RedisClusterStorage, RedisStorage, Storage
+from limits.strategies import MovingWindowRateLimiter
+
+from .config import rate_limits
+from .errors import LoginRateLimited
+
+#: Appended to ``WXLOGIN_KEY_PREFIX`` for the counters' keys (limits adds ``:LIMITER/...``).
+KEY_SUFFIX = "ratelimit"
+
+
+class LoginRateLimit:
+    """Counts login attempts in one app's session store; one ``limits`` storage per key prefix."""
+
+    def __init__(self, backend: Any) -> None:
+        #: The session store's backend: its ``redis`` client (or None) and its outage guard.
+        self.backend = backend
+        self._limiters: Dict[str, MovingWindowRateLimiter] = {}
+
+    def hit(self, limit: Optional[str], key_prefix: str, program: str, ip: str) -> None:
+        """Count one attempt of ``program`` from ``ip``; :class:`LoginRateLimited` past ``limit``.
+
+        A store outage raises the store's own 503 (fail closed).
+        """
+        if limit is None:
+            return
+        limiter = self._limiters.get(key_prefix)
+        if limiter is None:
+            storage = storage_for(self.backend.redis, key_prefix + KEY_SUFFIX)
+            limiter = self._limiters.setdefault(key_prefix, MovingWindowRateLimiter(storage))
+        for item in rate_limits(limit):
+            # Through the store's guard: an outage is the same 503, log line and metric as a session call.
+            if not self.backend._call(limiter.hit, item, program, ip):
+                stats = self.backend._call(limiter.get_window_stats, item, program, ip)
+                # Whole seconds after which the oldest attempt is out of the window (at the edge it is in).
+                raise LoginRateLimited(max(1, math.floor(stats.reset_time - time.time()) + 1))
+
+
+def storage_for(client: Any, key_prefix: str) -> Storage:
+    """A ``limits`` storage on ``client`` (redis-py), or in memory when the sessions are not on Redis."""
+    if client is None:
+        return MemoryStorage()
+    from redis.cluster import RedisCluster
+
+    if isinstance(client, RedisCluster):
+        return _ClusterStorage(client, key_prefix)
+    # A Sentinel master's client carries a SentinelConnectionPool, which finds the master itself.
+    return RedisStorage("redis://", connection_pool=client.connection_pool, key_prefix=key_prefix)
+
+
+class _ClusterStorage(RedisClusterStorage):
+    """limits' cluster storage on the session store's own ``RedisCluster``.
+
+    limits builds a cluster client only from a URI, which would be a second
+    set of connections with options copied by hand (timeouts, retries,
+    credentials). This skips that constructor and gives the inherited
+    commands and Lua scripts the client the sessions use. It sets the
+    attributes ``RedisClusterStorage.__init__`` sets; tests on a real cluster
+    catch a limits release that changes them.
+    """
+
+    def __init__(self, client: Any, key_prefix: str) -> None:
+        Storage.__init__(self)
+        self.key_prefix = key_prefix
+        self.target_server = "redis"
+        self.dependency = self.dependencies["redis"].module
+        self.storage = client
+        self.initialize_storage("")
