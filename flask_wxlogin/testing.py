@@ -18,12 +18,17 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Callable, Dict, List, Optional, Tuple, Union
 from urllib.parse import parse_qsl, urlsplit
 
+from .check import PROBE_CODE
+
 #: ``answer(params)`` returns ``(HTTP status, JSON-able dict or raw bytes)``.
 Answer = Callable[[Dict[str, str]], Tuple[int, Union[Dict[str, Any], bytes]]]
 
 
 class FakeWeChat:
-    """Answers WeChat's API for one appid/secret; every non-empty code logs in.
+    """Answers WeChat's API for one appid/secret; every non-empty code but ``PROBE_CODE`` logs in.
+
+    Like WeChat, jscode2session checks the AppID (40013), then the AppSecret
+    (40125), then the code (40029 for ``flask wxlogin check``'s probe code).
 
     The user's openid is derived from the code (``demo-`` + a hash), so the same
     code always gives the same user; each login gets a fresh random session_key.
@@ -92,6 +97,8 @@ class FakeWeChat:
         code = params.get("js_code", "")
         if not code:
             return 200, {"errcode": 41008, "errmsg": "missing code"}
+        if code == PROBE_CODE:
+            return 200, {"errcode": 40029, "errmsg": "invalid code"}
         digest = hashlib.sha256(f"{self.appid}:{code}".encode()).hexdigest()
         return 200, {
             "openid": "demo-" + digest[:24],
