@@ -20,6 +20,7 @@ import redis
 import inprocess
 import login
 import memory
+import metrics_cost
 import profiling
 import report
 import server
@@ -34,6 +35,7 @@ SECTIONS: Dict[str, Callable[[Settings], Dict[str, Any]]] = {
     "server": server.run,
     "memory": memory.run,
     "profile": profiling.run,
+    "metrics": metrics_cost.run,
 }
 
 

@@ -22,7 +22,7 @@ from typing import Any, Dict
 from flask import Flask
 from flask_jwt_extended import JWTManager, create_access_token, get_jwt_identity, jwt_required
 
-from common import BUSY_WAIT_US, FLOOR_KEY, KEY_PREFIX, OPENID, REDIS_URL, busy_wait, redis_client
+from common import BUSY_WAIT_US, FLOOR_KEY, KEY_PREFIX, LOGIN_RATE_LIMIT, OPENID, REDIS_URL, busy_wait, redis_client
 from flask_wxlogin import WxLogin, current_wx_user, login_required
 
 
@@ -36,6 +36,7 @@ def create_app() -> Flask:
         WXLOGIN_KEY_PREFIX=KEY_PREFIX,
         CACHE_TYPE="RedisCache",
         CACHE_REDIS_URL=os.environ.get("WXLBENCH_REDIS_URL", REDIS_URL),
+        WXLOGIN_LOGIN_RATE_LIMIT=LOGIN_RATE_LIMIT,
     )
     WxLogin(app)
     JWTManager(app)

@@ -14,7 +14,7 @@ import redis
 from flask import Flask
 from flask_jwt_extended import JWTManager, create_access_token, get_jwt_identity, jwt_required
 
-from common import FLOOR_KEY, KEY_PREFIX, OPENID, REDIS_URL, SECRET_KEY, WsgiRequest, busy_wait
+from common import FLOOR_KEY, KEY_PREFIX, LOGIN_RATE_LIMIT, OPENID, REDIS_URL, SECRET_KEY, WsgiRequest, busy_wait
 from flask_wxlogin import WxLogin, current_wx_user, login_required
 from flask_wxlogin.testing import FakeWeChat
 
@@ -119,7 +119,7 @@ def ours_app(
     app = Flask(name)
     app.config.update(
         SECRET_KEY=SECRET_KEY, WXLOGIN_APPID=fake.appid, WXLOGIN_SECRET=fake.secret,
-        WXLOGIN_API_BASE=fake.url, **config,
+        WXLOGIN_API_BASE=fake.url, WXLOGIN_LOGIN_RATE_LIMIT=LOGIN_RATE_LIMIT, **config,
     )
     WxLogin(app)
     view = _me if floor_client is None else _me_after_get(floor_client)

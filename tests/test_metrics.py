@@ -135,6 +135,22 @@ def test_only_rejections_on_protected_routes_are_counted(app, wechat, deltas):
     assert deltas("wxlogin_rejected_requests_total", program="default", error="session_expired") == 1
 
 
+def test_a_valid_protected_request_calls_no_metric_function(app, wechat, monkeypatch):
+    from flask_wxlogin import metrics
+
+    calls = []
+    for name in ("login", "wechat_request", "store_error", "access_token_refresh", "rejected"):
+        monkeypatch.setattr(metrics, name, lambda *args, name=name: calls.append(name))
+    client = app.test_client()
+    skey = login(client)
+    calls.clear()
+    for path in ("/me", "/async-me", "/shop/orders"):
+        assert client.get(path, headers={"X-WX-Skey": skey}).status_code == 200
+    assert calls == []
+    assert client.get("/me").status_code == 401
+    assert calls == ["rejected"]
+
+
 def test_no_label_holds_an_openid_an_ip_a_secret_or_an_skey(app, wechat):
     client = app.test_client()
     skey = login(client, environ_base={"REMOTE_ADDR": "203.0.113.7"})
