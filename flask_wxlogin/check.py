@@ -17,8 +17,8 @@ from . import config
 from .errors import WeChatError, WxLoginError
 from .store import text
 
-#: A well-formed code WeChat never issues (its codes are 32 letters and digits).
-PROBE_CODE = "flask-wxlogin-check-not-a-real-code"
+#: A code WeChat never issues: its codes are letters, digits, ``-`` and ``_``, never a dot.
+PROBE_CODE = "flask-wxlogin.check.not-a-code"
 #: jscode2session's answer to a bad code once the credentials have passed.
 CODE_INVALID = 40029
 

@@ -158,15 +158,15 @@ class WeChatClient:
 
         Each call is counted and timed in :mod:`.metrics` under the path's last segment.
         """
+        endpoint = path.rsplit("/", 1)[-1]
         started = time.perf_counter()
-        outcome = "ok"
         try:
-            return self._answer(method, path, errcodes, params, json)
+            answer = self._answer(method, path, errcodes, params, json)
         except WeChatError as error:
-            outcome = error.error
+            metrics.wechat_request(endpoint, error.error, time.perf_counter() - started)
             raise
-        finally:
-            metrics.wechat_request(path.rsplit("/", 1)[-1], outcome, time.perf_counter() - started)
+        metrics.wechat_request(endpoint, "ok", time.perf_counter() - started)
+        return answer
 
     def _answer(
         self, method: str, path: str, errcodes: Errcodes,

@@ -19,6 +19,10 @@ except ImportError:  # the extra is not installed: every function below returns 
     prometheus_client = None
 
 
+#: The events ``near_cache`` counts.
+NEAR_CACHE_EVENTS = ("hit", "miss", "flush")
+
+
 class _Metrics:
     """The metric objects, built once per process in the default registry."""
 
@@ -45,6 +49,11 @@ class _Metrics:
             "wxlogin_rejected_requests_total", "401s answered on protected routes, by error name.",
             ["program", "error"],
         )
+        near_cache = client.Counter(
+            "wxlogin_near_cache_total", "Near cache hits, misses and flushes (of every entry).", ["event"],
+        )
+        #: Resolved once: a hit is on the hot path, and ``labels()`` costs a lock and a lookup.
+        self.near_cache = {event: near_cache.labels(event) for event in NEAR_CACHE_EVENTS}
 
 
 #: None without the extra; benchmarks/ sets it to None to measure the difference.
@@ -80,3 +89,9 @@ def rejected(program: str, error: str) -> None:
     """``wxlogin_rejected_requests_total{program, error}``: 401s on protected routes."""
     if registered is not None:
         registered.rejected.labels(program, error).inc()
+
+
+def near_cache(event: str) -> None:
+    """``wxlogin_near_cache_total{event}``: "hit", "miss" or "flush" (of every entry)."""
+    if registered is not None:
+        registered.near_cache[event].inc()

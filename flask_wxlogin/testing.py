@@ -12,23 +12,25 @@ import hashlib
 import ipaddress
 import json
 import os
+import re
 import secrets
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Callable, Dict, List, Optional, Tuple, Union
 from urllib.parse import parse_qsl, urlsplit
 
-from .check import PROBE_CODE
+#: What WeChat's login codes look like; anything else is ``40029``.
+WELL_FORMED_CODE = re.compile(r"[A-Za-z0-9_-]{1,128}")
 
 #: ``answer(params)`` returns ``(HTTP status, JSON-able dict or raw bytes)``.
 Answer = Callable[[Dict[str, str]], Tuple[int, Union[Dict[str, Any], bytes]]]
 
 
 class FakeWeChat:
-    """Answers WeChat's API for one appid/secret; every non-empty code but ``PROBE_CODE`` logs in.
+    """Answers WeChat's API for one appid/secret; every code of WeChat's shape logs in.
 
     Like WeChat, jscode2session checks the AppID (40013), then the AppSecret
-    (40125), then the code (40029 for ``flask wxlogin check``'s probe code).
+    (40125), then the code: one not of WeChat's shape is 40029.
 
     The user's openid is derived from the code (``demo-`` + a hash), so the same
     code always gives the same user; each login gets a fresh random session_key.
@@ -97,7 +99,7 @@ class FakeWeChat:
         code = params.get("js_code", "")
         if not code:
             return 200, {"errcode": 41008, "errmsg": "missing code"}
-        if code == PROBE_CODE:
+        if not WELL_FORMED_CODE.fullmatch(code):
             return 200, {"errcode": 40029, "errmsg": "invalid code"}
         digest = hashlib.sha256(f"{self.appid}:{code}".encode()).hexdigest()
         return 200, {

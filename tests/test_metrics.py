@@ -151,6 +151,16 @@ def test_a_valid_protected_request_calls_no_metric_function(app, wechat, monkeyp
     assert calls == ["rejected"]
 
 
+def test_near_cache_events_are_counted():
+    from flask_wxlogin import metrics
+
+    before = {event: value("wxlogin_near_cache_total", event=event) for event in metrics.NEAR_CACHE_EVENTS}
+    for event in ("hit", "hit", "miss", "flush"):
+        metrics.near_cache(event)
+    after = {event: value("wxlogin_near_cache_total", event=event) for event in metrics.NEAR_CACHE_EVENTS}
+    assert {event: after[event] - before[event] for event in after} == {"hit": 2, "miss": 1, "flush": 1}
+
+
 def test_no_label_holds_an_openid_an_ip_a_secret_or_an_skey(app, wechat):
     client = app.test_client()
     skey = login(client, environ_base={"REMOTE_ADDR": "203.0.113.7"})
