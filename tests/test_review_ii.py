@@ -74,6 +74,18 @@ def test_item1_an_odd_errcode_from_stable_token_writes_the_failure_marker(reques
     assert endpoint.call_count == 1
 
 
+# -- 2. the body limit (the gunicorn cases are in test_gunicorn_bodies.py) ------------------
+
+@pytest.mark.parametrize("size, status", [(4096, 200), (4097, 413)])
+def test_item2_the_body_limit_is_4096_bytes_exactly(client, wechat, size, status):
+    body = json.dumps({"code": CODE}).encode()
+    body = body[:-1] + b" " * (size - len(body)) + b"}"
+
+    response = client.post("/auth/login", data=body, content_type="application/json")
+
+    assert response.status_code == status, response.get_json()
+
+
 # -- 3. OPTIONS under login_required -------------------------------------------------
 
 def test_item3_options_answers_without_running_the_view(wechat):
@@ -362,6 +374,7 @@ def test_item9_options_advertises_post_and_options_only(staff_client, path):
     response = staff_client.options(path)
 
     assert response.status_code == 200 and response.headers["Allow"] == "POST, OPTIONS"
+    assert response.get_data() == b""
 
 
 @pytest.mark.parametrize("method", ["POST", "OPTIONS", "HEAD"] + OTHER_METHODS)
