@@ -388,6 +388,16 @@ def test_item9_an_unknown_program_is_404_for_every_method(staff_client, wechat, 
     assert wechat.calls == 0
 
 
+@pytest.mark.parametrize("prefix", ["/api/wx", "/api/wx/", "/"])
+def test_item9_the_other_method_rules_follow_the_url_prefix(wechat, prefix):
+    client = make_app(WXLOGIN_URL_PREFIX=prefix).test_client()
+    base = prefix.rstrip("/")
+
+    assert _error(client.open(base + "/login", method="PROPFIND")) == (405, "method_not_allowed")
+    assert client.options(base + "/logout").headers["Allow"] == "POST, OPTIONS"
+    assert client.post(base + "/login", json={"code": CODE}).status_code == 200
+
+
 # -- 10. bare JSON scalars -----------------------------------------------------------------
 
 @pytest.mark.parametrize("body, error", [
@@ -411,18 +421,4 @@ def test_item10_a_code_as_a_bare_body_a_json_string_or_an_object_still_logs_in(c
     assert response.status_code == 200 and wechat.last_query["js_code"] == [CODE]
 
 
-# -- 11. example_app.py: set-but-empty variables --------------------------------------------
-
-@pytest.mark.parametrize("empty", ["all", "WXLOGIN_APPID", "WXLOGIN_SECRET", "SECRET_KEY", "CACHE_REDIS_URL"])
-def test_item11_set_but_empty_settings_are_refused_not_the_demo(monkeypatch, caplog, empty):
-    import example_app
-
-    real = {"WXLOGIN_APPID": "wxreal", "WXLOGIN_SECRET": "real-secret", "SECRET_KEY": "real-key",
-            "CACHE_REDIS_URL": "redis://127.0.0.1:6379/13"}
-    for name in example_app.REAL_SETTINGS:
-        monkeypatch.setenv(name, "" if empty in ("all", name) else real[name])
-
-    with pytest.raises(SystemExit, match="empty"):
-        example_app.create_app()
-
-    assert not [r for r in caplog.records if "DEMO MODE" in r.getMessage()]
+# -- 11. example_app.py: set-but-empty variables: test_example_app.py::test_set_but_empty_settings_are_refused_not_the_demo
