@@ -12,6 +12,8 @@ from typing import Any, Dict, Optional
 
 #: ``Retry-After`` seconds sent with these statuses.
 RETRY_AFTER = {429: 60, 502: 5, 503: 5, 504: 5}
+#: The ``Allow`` header of the login blueprint's 405 and OPTIONS answers.
+ALLOW = "POST, OPTIONS"
 
 
 def mini_program_unknown() -> "BadLoginRequest":
@@ -100,7 +102,8 @@ class DecryptError(WxLoginError):
     ``error`` is ``session_key_stale`` when no key we hold decrypts it (the
     client should call ``wx.login``, then retry once), ``data_malformed`` for
     bad base64 or lengths, ``watermark_mismatch`` for another app's data,
-    ``openid_mismatch`` for another user's.
+    ``openid_mismatch`` for another user's, ``data_tampered`` when the first
+    block is not what WeChat writes (the client altered the ``iv``).
     """
 
     status = 400

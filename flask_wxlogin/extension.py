@@ -15,7 +15,7 @@ from flask_caching import Cache
 from . import config, crypto, metrics, redact, signals
 from .access_token import SharedAccessToken
 from .client import Identity, WeChatClient, checked_code
-from .errors import RETRY_AFTER, ConfigurationError, Unauthorized, WeChatError, WxLoginError, mini_program_unknown
+from .errors import ALLOW, RETRY_AFTER, ConfigurationError, Unauthorized, WeChatError, WxLoginError, mini_program_unknown
 from .ratelimit import LoginRateLimit
 from .store import SessionStore, backend_for
 from .tokens import SALT, SkeySigner
@@ -280,7 +280,7 @@ class WxLogin:
         if error.status == 401:
             response.headers["WWW-Authenticate"] = 'Bearer realm="wxlogin"'
         if error.status == 405:
-            response.headers["Allow"] = "POST, OPTIONS"
+            response.headers["Allow"] = ALLOW
         return response
 
 

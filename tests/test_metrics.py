@@ -9,6 +9,8 @@ from typing import Any
 import pytest
 from prometheus_client import REGISTRY, generate_latest
 
+from flask_wxlogin.tokens import new_session_id
+
 from .conftest import APPID, APPSECRET, OPENID, SESSION_KEY, login, make_app
 from .test_secrets import closed_port
 
@@ -117,7 +119,7 @@ def test_store_errors_are_counted_by_operation(deltas, wechat):
 def _signed(app: Any) -> str:
     """A well-signed skey of a session the store would have to look up."""
     with app.app_context():
-        return app.extensions["wxlogin"]._state().main.sign("x" * 43, app.config)
+        return app.extensions["wxlogin"]._state().main.sign(new_session_id(), app.config)
 
 
 def test_only_rejections_on_protected_routes_are_counted(app, wechat, deltas):
