@@ -107,6 +107,14 @@ def test_issue_skey_for_another_mini_program():
 def test_issue_skey_refuses_what_wechat_would_never_send(app, kwargs):
     with pytest.raises(ValueError):
         issue_skey(app, **kwargs)
+    assert all(len(b._cache) == 0 for b in app.extensions["cache"].values())
+
+
+@pytest.mark.parametrize("user_id", [1.5, True, ["u1"]])
+def test_issue_skey_refuses_a_user_id_no_session_could_keep(app, user_id):
+    with pytest.raises(TypeError, match="user_id must be a str or an int"):
+        issue_skey(app, openid="oBadUserId", user_id=user_id)
+    assert all(len(b._cache) == 0 for b in app.extensions["cache"].values())
 
 
 def test_issue_skey_with_a_failing_on_login_stores_nothing(app):
