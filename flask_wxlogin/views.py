@@ -12,6 +12,7 @@ from werkzeug.routing import Rule
 
 from . import signals
 from .client import checked_code
+from .config import session_lifetime
 from .errors import ALLOW, BadLoginRequest, WxLoginError
 
 log = logging.getLogger("flask_wxlogin")
@@ -34,8 +35,7 @@ def login(program: Optional[str] = None) -> Response:
     except WxLoginError as error:
         signals.user_login_failed.send(current_app._get_current_object(), error=error)  # type: ignore[attr-defined]
         raise
-    expires_in = int(current_app.config["WXLOGIN_SESSION_IDLE_TIMEOUT"])
-    return _ok({"skey": skey, "expires_in": expires_in, "openid": user.openid})
+    return _ok({"skey": skey, "expires_in": session_lifetime(current_app.config), "openid": user.openid})
 
 
 @blueprint.route("/logout", methods=["POST"], provide_automatic_options=False)
