@@ -5,12 +5,19 @@ Routes: ``POST /auth/login``, ``POST /auth/logout``, and two protected ones,
 
 With ``WXLOGIN_APPID``, ``WXLOGIN_SECRET`` and ``SECRET_KEY`` in the environment
 it talks to the real WeChat (``CACHE_REDIS_URL`` keeps sessions in Redis).
-With none of those four set it runs in DEMO MODE: a fake WeChat on loopback
-accepts any code and logs in a demo user whose openid is derived from that
-code; sessions live in this process's memory. Any other mix is refused, so a
+With none of those four set it runs in DEMO MODE: a fake WeChat on loopback,
+sessions in this process's memory. Any other mix is refused, so a
 deployment that forgets one setting stops instead of falling back to the demo;
 so is a variable set but empty (``WXLOGIN_APPID=${WXLOGIN_APPID}`` in a
 template, with the variable missing).
+
+The demo models phones, so logging in again gives the same user, as on WeChat:
+
+- each code works once; sending it again answers 401 ``code_used``;
+- ``<phone>-<anything>`` (``alice-1``, ``alice-2``) logs in the user of phone
+  ``<phone>``: one phone, one openid, however many codes;
+- a code without ``-`` (``hello``, or the random codes of WeChat's developer
+  tools) comes from the one default phone, so its user is the same every time.
 """
 from __future__ import annotations
 
@@ -65,8 +72,18 @@ def create_app() -> Flask:
     return app
 
 
+#: The phone of demo codes that name none.
+DEFAULT_PHONE = "phone"
+
+
+def demo_phone(code: str) -> str:
+    """The phone a demo code came from: the part before its first ``-``, else the default one."""
+    phone, dash, _ = code.partition("-")
+    return phone if dash and phone else DEFAULT_PHONE
+
+
 def _configure_demo_mode(app: Flask) -> None:
-    fake = FakeWeChat(appid="wx-demo-appid", secret=secrets.token_hex(16)).start()
+    fake = FakeWeChat(appid="wx-demo-appid", secret=secrets.token_hex(16), phone_of=demo_phone).start()
     app.config.update(
         SECRET_KEY=secrets.token_hex(32),
         WXLOGIN_APPID=fake.appid,
@@ -75,7 +92,8 @@ def _configure_demo_mode(app: Flask) -> None:
     )
     log.warning(
         "\n%s\n DEMO MODE: no WXLOGIN_APPID set, so logins go to a FAKE WeChat at %s\n"
-        " that accepts any code. Never expose this server. Set WXLOGIN_APPID,\n"
+        " that accepts any code once (alice-1, alice-2: phone alice's user; codes without\n"
+        " '-': one default phone's user). Never expose this server. Set WXLOGIN_APPID,\n"
         " WXLOGIN_SECRET and SECRET_KEY to talk to the real WeChat.\n%s",
         "=" * 72, fake.url, "=" * 72,
     )

@@ -12,7 +12,7 @@ from werkzeug.routing import Rule
 
 from . import audit, metrics, signals
 from .client import checked_code
-from .config import MAIN_PROGRAM, program_settings
+from .config import MAIN_PROGRAM, program_settings, session_lifetime
 from .errors import ALLOW, BadLoginRequest, LoginRateLimited, WxLoginError
 
 log = logging.getLogger("flask_wxlogin")
@@ -39,8 +39,7 @@ def login(program: Optional[str] = None) -> Response:
         raise
     metrics.login(name, "ok")
     audit.record("login", program=name, openid=user.openid, outcome="ok")
-    expires_in = int(current_app.config["WXLOGIN_SESSION_IDLE_TIMEOUT"])
-    return _ok({"skey": skey, "expires_in": expires_in, "openid": user.openid})
+    return _ok({"skey": skey, "expires_in": session_lifetime(current_app.config), "openid": user.openid})
 
 
 @blueprint.route("/logout", methods=["POST"], provide_automatic_options=False)
