@@ -1,0 +1,43 @@
+"""The TypeScript client SDK's own suite (``client/``, Node's test runner), run by the one test command.
+
+It needs Node.js and npm. Without them the test is skipped with a reason on a
+developer's machine, and fails in CI (``CI`` set), so CI cannot pass without it.
+"""
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+CLIENT = ROOT / "client"
+
+
+def run(npm: str, *args: str) -> subprocess.CompletedProcess:
+    env = {k: v for k, v in os.environ.items() if k != "NODE_OPTIONS"}
+    env.update(PYTHON=sys.executable, PYTHONPATH=str(ROOT))
+    return subprocess.run([npm, *args], cwd=CLIENT, env=env, stdout=subprocess.PIPE,
+                          stderr=subprocess.STDOUT, text=True, timeout=600)
+
+
+def test_client_sdk_npm_ci_and_npm_test_pass():
+    npm = shutil.which("npm")
+    if npm is None:
+        if os.environ.get("CI"):
+            pytest.fail("npm is not installed: the client SDK's tests (client/: npm ci && npm test) cannot run")
+        pytest.skip("npm is not installed: the client SDK's tests (client/: npm ci && npm test) did not run")
+
+    install = run(npm, "ci", "--no-audit", "--no-fund")
+    assert install.returncode == 0, install.stdout[-4000:]
+    tests = run(npm, "test")
+
+    assert tests.returncode == 0, tests.stdout[-8000:]
+    passed = re.search(r"^# pass (\d+)$", tests.stdout, re.MULTILINE)
+    failed = re.search(r"^# fail (\d+)$", tests.stdout, re.MULTILINE)
+    assert passed and failed, tests.stdout[-4000:]
+    assert int(passed.group(1)) >= 40 and failed.group(1) == "0", tests.stdout[-4000:]
