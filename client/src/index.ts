@@ -74,13 +74,6 @@ export class WxLoginError extends Error {
   }
 }
 
-/** An answer of either kind, and its error fields read once. */
-interface Answer {
-  statusCode: number;
-  data: unknown;
-  header?: Record<string, unknown>;
-}
-
 /**
  * A client bound to one server and one platform. Holds no global state:
  * two clients (say, for two mini programs) need two `storageKey`s.
@@ -89,45 +82,42 @@ export function createClient(options: ClientOptions): Client {
   if (!options || typeof options.baseURL !== "string" || options.baseURL === "") {
     throw new TypeError("createClient: baseURL is required");
   }
-  const platform = options.platform ?? (typeof wx === "undefined" ? undefined : wx);
-  if (!platform) {
-    throw new TypeError("createClient: no global wx here; pass platform (uni or Taro)");
-  }
+  const platform = platformOf(options);
   const baseURL = options.baseURL.replace(/\/+$/, "");
   const loginPath = options.loginPath ?? "/auth/login";
   const logoutPath = options.logoutPath ?? "/auth/logout";
-  const header = options.header ?? "X-WX-Skey";
+  const skeyHeader = options.header ?? "X-WX-Skey";
   const storageKey = options.storageKey ?? "wxlogin.skey";
   const maxRetryAfter = options.maxRetryAfter ?? 5;
   const limit = createLimiter(options.maxConcurrent ?? 10);
   let loggingIn: Promise<string> | null = null;
 
   function stored(): string | null {
-    const value = platform!.getStorageSync(storageKey);
+    const value = platform.getStorageSync(storageKey);
     return typeof value === "string" && value !== "" ? value : null;
   }
 
-  function headers(extra: Record<string, string> | undefined, skey: string | null): Record<string, string> {
-    const all: Record<string, string> = Object.assign({}, extra);
-    if (skey !== null) all[header] = skey;
-    return all;
+  function headerWith(extra: Record<string, string> | undefined, skey: string | null): Record<string, string> {
+    const header: Record<string, string> = Object.assign({}, extra);
+    if (skey !== null) header[skeyHeader] = skey;
+    return header;
   }
 
-  function send(path: string, method: Method, skey: string | null, data?: RequestOptions["data"],
-                extra?: Record<string, string>, timeout?: number): Promise<PlatformResponse> {
+  function send(request: RequestOptions, skey: string | null): Promise<PlatformResponse> {
     return limit(() => new Promise<PlatformResponse>((resolve, reject) => {
-      absorb(platform!.request({
-        url: baseURL + path, method, data, header: headers(extra, skey), timeout,
+      absorb(platform.request({
+        url: baseURL + request.url, method: request.method ?? "GET", data: request.data,
+        header: headerWith(request.header, skey), timeout: request.timeout,
         success: resolve, fail: (failure) => reject(networkError(failure)),
       }));
     }));
   }
 
-  function upload(upload: UploadOptions, skey: string): Promise<PlatformUploadResponse> {
+  function upload(request: UploadOptions, skey: string): Promise<PlatformUploadResponse> {
     return limit(() => new Promise<PlatformUploadResponse>((resolve, reject) => {
-      absorb(platform!.uploadFile({
-        url: baseURL + upload.url, filePath: upload.filePath, name: upload.name, formData: upload.formData,
-        header: headers(upload.header, skey), timeout: upload.timeout,
+      absorb(platform.uploadFile({
+        url: baseURL + request.url, filePath: request.filePath, name: request.name, formData: request.formData,
+        header: headerWith(request.header, skey), timeout: request.timeout,
         success: resolve, fail: (failure) => reject(networkError(failure)),
       }));
     }));
@@ -135,41 +125,46 @@ export function createClient(options: ClientOptions): Client {
 
   function freshCode(): Promise<string> {
     return new Promise<string>((resolve, reject) => {
-      absorb(platform!.login({
+      absorb(platform.login({
         success: (result) => resolve(result.code),
         fail: (failure) => reject(networkError(failure)),
       }));
     });
   }
 
-  /** One login: a fresh code on code_invalid/code_used, one wait on Retry-After; each at most once. */
-  async function loginRounds(old: string | null, recoded: boolean, waited: boolean): Promise<string> {
+  /** Seconds to wait before the one retry of a 429/502/503/504, or null: not worth waiting for. */
+  function waitFor(error: WxLoginError): number | null {
+    const seconds = error.retryAfter;
+    return RETRY_STATUSES.indexOf(error.status) >= 0 && seconds !== null && seconds <= maxRetryAfter ? seconds : null;
+  }
+
+  /** One login. A fresh code after code_invalid/code_used, one wait for Retry-After: each at most once. */
+  async function loginRound(old: string | null, recoded: boolean, waited: boolean): Promise<string> {
     const code = await freshCode();
-    const answer = await send(loginPath, "POST", old, { code });
+    const answer = await send({ url: loginPath, method: "POST", data: { code } }, old);
     if (answer.statusCode === 200) {
       const skey = skeyIn(answer.data);
       if (skey === null) {
         throw new WxLoginError({ status: 200, error: "login_answer_invalid", message: "The login answer carries no skey." });
       }
-      platform!.setStorageSync(storageKey, skey);
+      platform.setStorageSync(storageKey, skey);
       return skey;
     }
     const error = errorOf(answer);
     if (answer.statusCode === 401 && CODE_ERRORS.indexOf(error.error) >= 0 && !recoded) {
-      return loginRounds(old, true, waited);
+      return loginRound(old, true, waited);
     }
-    if (!waited && waitable(error)) {
-      await sleep(error.retryAfter!);
-      return loginRounds(old, recoded, true);
-    }
-    throw error;
+    const wait = waited ? null : waitFor(error);
+    if (wait === null) throw error;
+    await sleep(wait);
+    return loginRound(old, recoded, true);
   }
 
   /** Joins the login in flight, or starts one that sends `old` so the server ends that session. */
   function login(old: string | null): Promise<string> {
     if (loggingIn === null) {
       const done = (): void => { loggingIn = null; };
-      loggingIn = loginRounds(old, false, false);
+      loggingIn = loginRound(old, false, false);
       loggingIn.then(done, done);
     }
     return loggingIn;
@@ -180,61 +175,55 @@ export function createClient(options: ClientOptions): Client {
     if (loggingIn !== null) return loggingIn;
     const current = stored();
     if (current !== null && current !== failed) return Promise.resolve(current);
-    if (current !== null) platform!.removeStorageSync(storageKey);
+    if (current !== null) platform.removeStorageSync(storageKey);
     return login(failed);
   }
 
-  function waitable(error: WxLoginError): boolean {
-    return RETRY_STATUSES.indexOf(error.status) >= 0 && error.retryAfter !== null && error.retryAfter <= maxRetryAfter;
-  }
-
-  /** Sends with the skey and applies the rules: relogin once on 401, wait once on Retry-After (GET/HEAD). */
-  async function withSession<A extends Answer>(method: Method, sendWith: (skey: string) => Promise<A>): Promise<A> {
-    let skey = stored() ?? await login(null);
+  /**
+   * Sends with the skey (after the login in flight, if any) and applies the rules: on a 401 for
+   * the skey, one re-login and one retry; on 429/502/503/504, one wait and retry for GET/HEAD.
+   * Each happens at most once, so a call sends at most three times.
+   */
+  async function withSession<A extends PlatformResponse>(method: Method, sendWith: (skey: string) => Promise<A>): Promise<A> {
+    let skey = loggingIn !== null ? await loggingIn : stored() ?? await login(null);
     let relogged = false;
     let waited = false;
     for (;;) {
       const answer = await sendWith(skey);
       const status = answer.statusCode;
-      if (status === 401 || status === 400 || RETRY_STATUSES.indexOf(status) >= 0) {
-        const error = errorOf(answer);
-        if (status === 401 && RELOGIN_ERRORS.indexOf(error.error) >= 0) {
-          if (relogged) throw error;
-          relogged = true;
-          skey = await reloginAfter(skey);
-          continue;
-        }
-        if (status === 400 && error.error === "session_key_stale") {
-          await login(skey);
-          throw error;
-        }
-        if (RETRY_STATUSES.indexOf(status) >= 0) {
-          if (waited || (method !== "GET" && method !== "HEAD") || !waitable(error)) throw error;
-          waited = true;
-          await sleep(error.retryAfter!);
-          continue;
-        }
+      if (status !== 400 && status !== 401 && RETRY_STATUSES.indexOf(status) < 0) return answer;
+      const error = errorOf(answer);
+      if (status === 401 && RELOGIN_ERRORS.indexOf(error.error) >= 0) {
+        if (relogged) throw error;
+        relogged = true;
+        skey = await reloginAfter(skey);
+      } else if (status === 400 && error.error === "session_key_stale") {
+        await login(skey);
+        throw error;
+      } else if (RETRY_STATUSES.indexOf(status) >= 0) {
+        const wait = waited || (method !== "GET" && method !== "HEAD") ? null : waitFor(error);
+        if (wait === null) throw error;
+        waited = true;
+        await sleep(wait);
+      } else {
+        return answer;
       }
-      return answer;
     }
   }
 
   return {
     login: () => login(stored()),
     request<T>(request: RequestOptions): Promise<Response<T>> {
-      const method = request.method ?? "GET";
-      return withSession(method, (skey) => send(request.url, method, skey, request.data, request.header, request.timeout))
-        .then((answer) => ({ statusCode: answer.statusCode, data: answer.data as T, header: answer.header ?? {} }));
+      return withSession(request.method ?? "GET", (skey) => send(request, skey)).then(responseOf) as Promise<Response<T>>;
     },
-    uploadFile(options: UploadOptions): Promise<Response<string>> {
-      return withSession("POST", (skey) => upload(options, skey))
-        .then((answer) => ({ statusCode: answer.statusCode, data: answer.data, header: answer.header ?? {} }));
+    uploadFile(request: UploadOptions): Promise<Response<string>> {
+      return withSession("POST", (skey) => upload(request, skey)).then(responseOf);
     },
     async logout(): Promise<void> {
       const skey = stored();
       if (skey === null) return;
       platform.removeStorageSync(storageKey);
-      const answer = await send(logoutPath, "POST", skey);
+      const answer = await send({ url: logoutPath, method: "POST" }, skey);
       if (answer.statusCode === 401 || (answer.statusCode >= 200 && answer.statusCode < 300)) return;
       throw errorOf(answer);
     },
@@ -242,6 +231,17 @@ export function createClient(options: ClientOptions): Client {
       return stored();
     },
   };
+}
+
+function platformOf(options: ClientOptions): Platform {
+  const platform = options.platform ?? (typeof wx === "undefined" ? undefined : wx);
+  if (!platform) throw new TypeError("createClient: no global wx here; pass platform (uni or Taro)");
+  return platform;
+}
+
+/** The answer as `wx.request` gives it: status, body, headers; nothing else. */
+function responseOf<D>(answer: { statusCode: number; data: D; header?: Record<string, unknown> }): Response<D> {
+  return { statusCode: answer.statusCode, data: answer.data, header: answer.header ?? {} };
 }
 
 /** Runs at most `max` tasks at once; the rest wait in order. */
@@ -306,7 +306,7 @@ function skeyIn(data: unknown): string | null {
 }
 
 /** The server's JSON error shape as a WxLoginError; any other body gives "http_error". */
-function errorOf(answer: Answer): WxLoginError {
+function errorOf(answer: PlatformResponse): WxLoginError {
   const body = bodyOf(answer.data) ?? {};
   return new WxLoginError({
     status: answer.statusCode,

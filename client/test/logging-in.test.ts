@@ -60,6 +60,18 @@ test("a re-login sends the old skey, so the server ends that session", async () 
   assert.equal(await statusWith(server(), second), 200);
 });
 
+test("a request made while a re-login runs waits for it and carries the new skey", async () => {
+  const { api, platform } = clientOn(server());
+  const old = await api.login();
+
+  const [fresh, res] = await Promise.all([api.login(), api.request({ url: "/me" })]);
+
+  assert.notEqual(fresh, old);
+  assert.equal(res.statusCode, 200);
+  assert.equal(platform.sentTo("/me"), 1, "no 401 for the old skey, so no retry");
+  assert.equal(platform.sent.find((r) => r.url.endsWith("/me"))!.header["X-WX-Skey"], fresh);
+});
+
 test("logout ends the session on the server and forgets the skey", async () => {
   const { api, platform } = clientOn(server());
   const skey = await api.login();
