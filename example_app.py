@@ -11,12 +11,19 @@ of the field ``file``: answers its size, keeps nothing).
 
 With ``WXLOGIN_APPID``, ``WXLOGIN_SECRET`` and ``SECRET_KEY`` in the environment
 it talks to the real WeChat (``CACHE_REDIS_URL`` keeps sessions in Redis).
-With none of those four set it runs in DEMO MODE: a fake WeChat on loopback
-accepts any code and logs in a demo user whose openid is derived from that
-code; sessions live in this process's memory. A code ``demo-fail-<errcode>-...``
-(say ``demo-fail--1-x``, WeChat busy) makes the fake answer that errcode, so a
-client can see every login error this server answers. Any other mix is refused, so a
-deployment that forgets one setting stops instead of falling back to the demo.
+With none of those four set it runs in DEMO MODE: a fake WeChat on loopback,
+sessions in this process's memory. Any other mix is refused, so a deployment
+that forgets one setting stops instead of falling back to the demo.
+
+The demo models phones, so logging in again gives the same user, as on WeChat:
+
+- each code works once; sending it again answers 401 ``code_used``;
+- ``<phone>-<anything>`` (``alice-1``, ``alice-2``) logs in the user of phone
+  ``<phone>``: one phone, one openid, however many codes;
+- a code without ``-`` (``hello``, or the random codes of WeChat's developer
+  tools) comes from the one default phone, so its user is the same every time.
+- a code ``demo-fail-<errcode>-<anything>`` (say ``demo-fail--1-x``, WeChat
+  busy) gets that errcode, so a client can see every login error this server answers.
 """
 from __future__ import annotations
 
@@ -25,12 +32,12 @@ import logging
 import os
 import re
 import secrets
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from flask import Flask, request
 
 from flask_wxlogin import WxLogin, current_wx_user, login_required
-from flask_wxlogin.testing import Answer, FakeWeChat
+from flask_wxlogin.testing import FakeWeChat
 
 log = logging.getLogger("example_app")
 
@@ -92,8 +99,18 @@ def create_app() -> Flask:
     return app
 
 
+#: The phone of demo codes that name none.
+DEFAULT_PHONE = "phone"
+
+
+def demo_phone(code: str) -> str:
+    """The phone a demo code came from: the part before its first ``-``, else the default one."""
+    phone, dash, _ = code.partition("-")
+    return phone if dash and phone else DEFAULT_PHONE
+
+
 def _configure_demo_mode(app: Flask) -> None:
-    fake = FakeWeChat(appid="wx-demo-appid", secret=secrets.token_hex(16))
+    fake = FakeWeChat(appid="wx-demo-appid", secret=secrets.token_hex(16), phone_of=demo_phone)
     fake.answer = _failing_codes(fake.answer)
     fake.start()
     app.config.update(
@@ -104,13 +121,17 @@ def _configure_demo_mode(app: Flask) -> None:
     )
     log.warning(
         "\n%s\n DEMO MODE: no WXLOGIN_APPID set, so logins go to a FAKE WeChat at %s\n"
-        " that accepts any code. Never expose this server. Set WXLOGIN_APPID,\n"
+        " that accepts any code once (alice-1, alice-2: phone alice's user; codes without\n"
+        " '-': one default phone's user). Never expose this server. Set WXLOGIN_APPID,\n"
         " WXLOGIN_SECRET and SECRET_KEY to talk to the real WeChat.\n%s",
         "=" * 72, fake.url, "=" * 72,
     )
 
 
-def _failing_codes(answer: Answer) -> Answer:
+JsCode2Session = Callable[[Dict[str, str]], Tuple[int, Any]]
+
+
+def _failing_codes(answer: JsCode2Session) -> JsCode2Session:
     """``answer``, except that a ``demo-fail-<errcode>`` code gets that errcode."""
 
     def scripted(params: Dict[str, str]) -> Tuple[int, Any]:

@@ -36,7 +36,7 @@ def run(settings: Settings) -> Dict[str, Any]:
     client = redis_client()
     delete_our_keys(client)
     try:
-        with FakeWeChat(APPID, APPSECRET) as fake:
+        with FakeWeChat(APPID, APPSECRET, one_time_codes=False) as fake:  # logins replay one code
             requests = _build(fake, client)
             log.info("in-process: %d rounds of %d requests per variant", settings.rounds, settings.batch)
             samples = interleave(requests, settings.rounds, settings.batch)

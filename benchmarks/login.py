@@ -50,7 +50,7 @@ class HttpsFakeWeChat(FakeWeChat):
     """:class:`FakeWeChat` over TLS, counting the connections it accepts."""
 
     def __init__(self, appid: str, secret: str, context: ssl.SSLContext) -> None:
-        super().__init__(appid, secret)
+        super().__init__(appid, secret, one_time_codes=False)  # every login replays one code
         server = self._server
         server.socket = context.wrap_socket(server.socket, server_side=True)
         accept = server.get_request

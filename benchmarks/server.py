@@ -51,7 +51,7 @@ def run(settings: Settings) -> Dict[str, Any]:
     client = redis_client()
     delete_our_keys(client)
     try:
-        with FakeWeChat(APPID, APPSECRET) as fake, gunicorn(fake.url) as (base, output):
+        with FakeWeChat(APPID, APPSECRET, one_time_codes=False) as fake, gunicorn(fake.url) as (base, output):
             headers = _credentials(base, client)
             for name in LABELS:
                 _wrk(base, name, WARM_UP_SECONDS, headers)

@@ -4,6 +4,7 @@ from .decorators import current_wx_user, login_required
 from .errors import (
     AccessTokenUnavailable,
     BadLoginRequest,
+    CallbackError,
     ConfigurationError,
     DecryptError,
     StoreUnavailable,
@@ -21,6 +22,7 @@ __all__ = [
     "AccessTokenUnavailable",
     "AnonymousWxUser",
     "BadLoginRequest",
+    "CallbackError",
     "ConfigurationError",
     "DecryptError",
     "Identity",

@@ -1,8 +1,9 @@
 """The ``WXLOGIN_*`` configuration keys and their defaults, in one place."""
 from __future__ import annotations
 
+import difflib
 import re
-from typing import Any, Dict, Mapping, Optional, Tuple
+from typing import Any, Dict, List, Mapping, Optional, Tuple
 
 #: Every key the extension reads, with its default. ``None`` means required.
 DEFAULTS: Dict[str, Any] = {
@@ -11,15 +12,16 @@ DEFAULTS: Dict[str, Any] = {
     "WXLOGIN_SECRET": None,
     # Where WeChat's API lives; tests and the demo point it at a loopback stub.
     "WXLOGIN_API_BASE": "https://api.weixin.qq.com",
-    # Seconds a whole call to WeChat may take: connect, send, headers and body.
+    # Seconds a whole call to WeChat may take: connect, send, headers and body (a numeric string works too).
     "WXLOGIN_HTTP_TIMEOUT": 5.0,
-    # Where the login blueprint is mounted.
+    # Where the login blueprint is mounted: a path starting with "/" (or "" for the root).
     "WXLOGIN_URL_PREFIX": "/auth",
     # The request header carrying the skey (``Authorization: Bearer`` works too).
     "WXLOGIN_TOKEN_HEADER": "X-WX-Skey",
-    # A session unused for this many seconds ends (sliding).
+    # A session unused for this many seconds ends (sliding). Whole seconds; a string of digits works too.
     "WXLOGIN_SESSION_IDLE_TIMEOUT": 7 * 24 * 3600,
-    # A session ends this many seconds after login, however much it is used.
+    # A session ends this many seconds after login, however much it is used; it may be
+    # shorter than the idle timeout, and then caps it.
     "WXLOGIN_SESSION_MAX_AGE": 30 * 24 * 3600,
     # Prepended to every cache key the extension writes.
     "WXLOGIN_KEY_PREFIX": "wxl:",
@@ -33,28 +35,53 @@ MAIN_PROGRAM = "default"
 _PROGRAM_NAME = re.compile(r"[a-z0-9][a-z0-9_-]{0,31}")
 
 _SECONDS = ("WXLOGIN_SESSION_IDLE_TIMEOUT", "WXLOGIN_SESSION_MAX_AGE")
+_WHOLE = re.compile(r"\s*\d+\s*")
+_DECIMAL = re.compile(r"\s*(\d+\.?\d*|\.\d+)\s*")
 
 
 def apply_defaults(config: Dict[str, Any]) -> None:
-    """Fill in missing keys and raise :class:`ValueError` naming the first bad one."""
+    """Fill in missing keys and raise :class:`ValueError` naming the first bad one.
+
+    Numbers given as strings (from ``os.environ``, say) are converted in place.
+    """
     for key, value in DEFAULTS.items():
         config.setdefault(key, value)
     for key in ("WXLOGIN_APPID", "WXLOGIN_SECRET", "SECRET_KEY"):
         if not config.get(key) or not isinstance(config[key], (str, bytes)):
             raise ValueError(f"{key} must be set to a non-empty string")
     timeout = config["WXLOGIN_HTTP_TIMEOUT"]
+    if isinstance(timeout, str) and _DECIMAL.fullmatch(timeout):
+        timeout = config["WXLOGIN_HTTP_TIMEOUT"] = float(timeout)
     if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or timeout <= 0:
         raise ValueError(f"WXLOGIN_HTTP_TIMEOUT must be a positive number of seconds, not {timeout!r}")
     for key in _SECONDS:
         value = config[key]
+        if isinstance(value, str) and _WHOLE.fullmatch(value):
+            value = config[key] = int(value)
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise ValueError(f"{key} must be a whole number of seconds, at least 1, not {value!r}")
-    if config["WXLOGIN_SESSION_MAX_AGE"] < config["WXLOGIN_SESSION_IDLE_TIMEOUT"]:
-        raise ValueError("WXLOGIN_SESSION_MAX_AGE must not be shorter than WXLOGIN_SESSION_IDLE_TIMEOUT")
     for key in ("WXLOGIN_TOKEN_HEADER", "WXLOGIN_KEY_PREFIX", "WXLOGIN_API_BASE"):
         if not config[key] or not isinstance(config[key], str):
             raise ValueError(f"{key} must be a non-empty string")
+    prefix = config["WXLOGIN_URL_PREFIX"]
+    if not isinstance(prefix, str) or prefix[:1] not in ("", "/"):
+        suggestion = f" (try {'/' + prefix!r})" if isinstance(prefix, str) else ""
+        raise ValueError(f'WXLOGIN_URL_PREFIX must be a path starting with "/"{suggestion}, not {prefix!r}')
     mini_programs(config)
+
+
+def session_lifetime(config: Mapping[str, Any]) -> int:
+    """Seconds a new session lives unless used: the idle timeout, capped by the max age."""
+    return min(config["WXLOGIN_SESSION_IDLE_TIMEOUT"], config["WXLOGIN_SESSION_MAX_AGE"])
+
+
+def unknown_keys(config: Mapping[str, Any]) -> List[Tuple[str, Optional[str]]]:
+    """``(key, closest known key or None)`` for each ``WXLOGIN_*`` key the extension does not read."""
+    return [
+        (key, next(iter(difflib.get_close_matches(key, DEFAULTS, n=1, cutoff=0.6)), None))
+        for key in sorted(k for k in config if isinstance(k, str) and k.startswith("WXLOGIN_"))
+        if key not in DEFAULTS
+    ]
 
 
 def program_settings(config: Mapping[str, Any], name: str) -> Optional[Tuple[str, str, str]]:

@@ -60,6 +60,13 @@ class ConfigurationError(WxLoginError):
     error = "configuration_error"
 
 
+class CallbackError(WxLoginError):
+    """The app's ``on_login`` or ``user_loader`` callback failed (500); the log has its traceback."""
+
+    error = "internal_error"
+    message = "The server failed to complete the request."
+
+
 class BadLoginRequest(WxLoginError):
     """The client sent a login request we cannot use (4xx)."""
 

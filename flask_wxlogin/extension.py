@@ -11,11 +11,12 @@ from typing import Any, Callable, Optional, Union
 from cachelib import BaseCache
 from flask import Flask, current_app, jsonify, request
 from flask_caching import Cache
+from werkzeug.exceptions import HTTPException
 
 from . import config, crypto, redact, signals
 from .access_token import SharedAccessToken
 from .client import Identity, WeChatClient, checked_code
-from .errors import RETRY_AFTER, ConfigurationError, Unauthorized, WxLoginError, mini_program_unknown
+from .errors import RETRY_AFTER, CallbackError, ConfigurationError, Unauthorized, WxLoginError, mini_program_unknown
 from .store import SessionStore, backend_for
 from .tokens import SALT, SkeySigner
 from .user import UserId, WxUser
@@ -117,6 +118,16 @@ class WxLogin:
             self._states[app] = _AppState(app, backend_for(_cache_backend(app, cache)))
         except ValueError as exc:
             raise ConfigurationError(f"flask-wxlogin: {exc}") from None
+        except ModuleNotFoundError as exc:
+            if (exc.name or "").partition(".")[0] != "redis":
+                raise
+            raise ConfigurationError(
+                f"flask-wxlogin: CACHE_TYPE={app.config.get('CACHE_TYPE')!r} needs the redis package: "
+                'pip install "flask-wxlogin[redis]"'
+            ) from None
+        for key, closest in config.unknown_keys(app.config):
+            hint = f"; did you mean {closest}?" if closest else ""
+            log.warning("flask-wxlogin ignores the unknown config key %s%s", key, hint)
         app.extensions["wxlogin"] = self
         app.register_blueprint(blueprint, url_prefix=app.config["WXLOGIN_URL_PREFIX"])
         app.cli.add_command(wxlogin_cli)
@@ -146,9 +157,22 @@ class WxLogin:
         return callback
 
     def load_user(self, user_id: UserId) -> Any:
-        if self._user_loader is None or user_id is None:
+        if user_id is None:
             return None
-        return self._user_loader(user_id)
+        return self._run_callback("user_loader", self._user_loader, user_id)
+
+    @staticmethod
+    def _run_callback(name: str, callback: Optional[Callable[[Any], Any]], argument: Any) -> Any:
+        """``callback(argument)``; the app's exception becomes a logged :class:`CallbackError` (500)."""
+        if callback is None:
+            return None
+        try:
+            return callback(argument)
+        except (WxLoginError, HTTPException):
+            raise  # the app's own answer: refused, say, with Unauthorized or abort(403)
+        except Exception:  # the app's code, not ours: whatever it raises is a 500 in the house shape
+            log.exception("the %s callback failed", name)
+        raise CallbackError()
 
     # -- state of the current app ---------------------------------------------
 
@@ -163,17 +187,35 @@ class WxLogin:
     # -- login, authentication, logout ---------------------------------------
 
     def login(self, code: str, program: Optional[str] = None) -> "tuple[WxUser, str]":
-        """Exchange ``code`` at WeChat and open a session of mini ``program``: ``(user, skey)``."""
+        """Exchange ``code`` at WeChat and open a session of mini ``program``: ``(user, skey)``.
+
+        A valid skey of that program on the request names a session this one replaces.
+        """
         state = self._state()
         chosen = state.program(program)
         identity = chosen.code2session(code)
-        user_id = None if self._login_callback is None else self._login_callback(identity)
-        if user_id is not None and (isinstance(user_id, bool) or not isinstance(user_id, (str, int))):
-            raise TypeError("the on_login callback must return a str, an int or None")
         previous = _presented_session_id(state, chosen)
-        user = chosen.store.create(identity.openid, identity.session_key, identity.unionid, user_id)
+        user, skey = self.open_session(identity, program)
         if previous is not None:
             chosen.store.revoke(previous)
+        return user, skey
+
+    def open_session(
+        self, identity: Identity, program: Optional[str] = None, *, user_id: UserId = None
+    ) -> "tuple[WxUser, str]":
+        """Open a session of mini ``program`` for ``identity``, as a login does after WeChat: ``(user, skey)``.
+
+        Runs the ``on_login`` callback unless ``user_id`` is given, so a failing
+        callback stores nothing. :func:`flask_wxlogin.testing.issue_skey` uses it.
+        """
+        state = self._state()
+        chosen = state.program(program)
+        if user_id is None:
+            user_id = self._run_callback("on_login", self._login_callback, identity)
+        if isinstance(user_id, bool) or not isinstance(user_id, (str, int, type(None))):
+            log.error("the on_login callback returned a %s, not a str, an int or None", type(user_id).__name__)
+            raise CallbackError()
+        user = chosen.store.create(identity.openid, identity.session_key, identity.unionid, user_id)
         signals.user_logged_in.send(current_app._get_current_object(), user=user)  # type: ignore[attr-defined]
         return user, chosen.sign(user.session_id, state.config)
 

@@ -37,7 +37,8 @@ from cachelib import BaseCache, NullCache, SimpleCache
 from cachelib import RedisCache as CachelibRedisCache
 from flask_caching.backends.nullcache import NullCache as FlaskCachingNullCache
 
-from .config import MAIN_PROGRAM, program_settings
+from . import causes
+from .config import MAIN_PROGRAM, program_settings, session_lifetime
 from .errors import StoreUnavailable, mini_program_unknown
 from .tokens import new_session_id
 from .user import UserId, WxUser
@@ -56,13 +57,18 @@ class _Backend:
     """
 
     errors: Tuple[Type[BaseException], ...] = (Exception,)
+    _cache: BaseCache
+
+    def where(self) -> str:
+        """Which backend this is, for a log line (never a password)."""
+        return type(self._cache).__name__
 
     def _call(self, method: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         try:
             return method(*args, **kwargs)
         except self.errors as exc:
-            error = _unavailable(exc)
-        raise error
+            log.error("session store unavailable at %s: %s", self.where(), causes.describe(exc))
+        raise StoreUnavailable()
 
 
 #: Deletes KEYS[1] only while it still holds ARGV[1], atomically.
@@ -87,6 +93,22 @@ class _RedisBackend(_Backend):
         self._cache = cache
         self._client = cache._write_client
         self.errors = (RedisError, RedisClusterException, OSError)
+
+    def where(self) -> str:
+        """``host:port`` of the Redis (the nodes of a cluster, the sentinels' master name)."""
+        from redis.cluster import RedisCluster
+        from redis.sentinel import SentinelConnectionPool
+
+        client = self._client
+        if isinstance(client, RedisCluster):
+            names = sorted(node.name for node in client.get_nodes())
+            more = f" and {len(names) - 3} more" if len(names) > 3 else ""
+            return f"Redis Cluster {', '.join(names[:3])}{more}"
+        pool = client.connection_pool
+        if isinstance(pool, SentinelConnectionPool):
+            sentinels = ", ".join(_address(s.connection_pool) for s in pool.sentinel_manager.sentinels)
+            return f"Redis master {pool.service_name!r} of sentinels {sentinels}"
+        return f"Redis {_address(pool)}"
 
     def _key(self, key: str) -> str:
         return self._cache._get_prefix() + key
@@ -179,9 +201,10 @@ class _CacheBackend(_Backend):
             cache._remove_expired(time.time())
 
 
-def _unavailable(exc: BaseException) -> StoreUnavailable:
-    log.error("session store unavailable: %s", type(exc).__name__)
-    return StoreUnavailable()
+def _address(pool: Any) -> str:
+    """``host:port`` (or the socket path) a redis-py pool connects to: no password, no URL."""
+    settings = pool.connection_kwargs
+    return str(settings.get("path") or f"{settings.get('host')}:{settings.get('port')}")
 
 
 def text(value: Any) -> Optional[str]:
@@ -241,7 +264,7 @@ class SessionStore:
             new_session_id(), openid, session_key, unionid, user_id, now, now, appid, self.program
         )
         key = prefix + session.session_id
-        if not self.backend.add(key, _encode(session), config["WXLOGIN_SESSION_IDLE_TIMEOUT"]):
+        if not self.backend.add(key, _encode(session), session_lifetime(config)):
             log.error("session store refused to keep a new session")
             raise StoreUnavailable()
         self.backend.record_login(

@@ -1,158 +1,117 @@
-"""A stand-in for WeChat's API on loopback, over real HTTP.
+"""Testing an app that uses flask-wxlogin, without WeChat.
 
-It answers ``sns/jscode2session``, ``cgi-bin/stable_token``,
-``wxa/business/getuserphonenumber`` and ``wxa/checksession``. Used by the
-example app's demo mode and the integration tests. It binds only to loopback
-addresses, so it cannot stand in for WeChat on a real network.
+- :func:`issue_skey` opens a real session in the app's store and returns its skey;
+- :class:`WxLoginClient` is a test client logged in as a given user;
+- :class:`FakeWeChat` is WeChat's API on loopback, for tests that go through
+  the login route; ``python -m flask_wxlogin.testing --port N`` serves one
+  for an app running in several worker processes.
+
+The pytest plugin (:mod:`flask_wxlogin.pytest_plugin`) wraps them in fixtures.
 """
 from __future__ import annotations
 
+import argparse
 import base64
-import hashlib
-import ipaddress
-import json
+import contextlib
 import os
-import secrets
+import sys
 import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any, Callable, Dict, List, Optional, Tuple, Union
-from urllib.parse import parse_qsl, urlsplit
+from typing import Any, ContextManager, List, Mapping, Optional
 
-#: ``answer(params)`` returns ``(HTTP status, JSON-able dict or raw bytes)``.
-Answer = Callable[[Dict[str, str]], Tuple[int, Union[Dict[str, Any], bytes]]]
+from flask import Flask, current_app, has_app_context
+from flask.testing import FlaskClient
+
+from .client import _ID, _KEY, Identity
+from .extension import _environ_key
+from .fakewechat import DEFAULT_APPID, FakeWeChat, new_openid
+from .user import UserId
+
+__all__ = ["FakeWeChat", "WxLoginClient", "issue_skey"]
 
 
-class FakeWeChat:
-    """Answers WeChat's API for one appid/secret; every non-empty code logs in.
+def issue_skey(
+    app: Optional[Flask] = None,
+    *,
+    openid: str,
+    unionid: Optional[str] = None,
+    session_key: Optional[str] = None,
+    user_id: UserId = None,
+    program: Optional[str] = None,
+) -> str:
+    """Open a real session for ``openid`` in ``app``'s store, without WeChat; its skey.
 
-    The user's openid is derived from the code (``demo-`` + a hash), so the same
-    code always gives the same user; each login gets a fresh random session_key.
-    A phone number code gives a made-up number derived from it. Replace
-    ``answer`` to script other jscode2session replies (``calls`` records each
-    query), or an entry of ``answers`` for another path (``requests`` records
-    every path and its parameters, JSON body included).
+    ``app`` defaults to ``current_app``. Unless ``user_id`` is given, the
+    app's ``on_login`` callback runs, so the app's user record is made as at
+    a real login. ``session_key`` defaults to a random valid one. Works only
+    while ``app.testing`` is true: it opens sessions nobody proved.
+    """
+    app = current_app._get_current_object() if app is None else app  # type: ignore[attr-defined]
+    if not app.testing:
+        raise RuntimeError(
+            "issue_skey opens sessions without WeChat, so it works only in tests: "
+            "set TESTING=True (app.testing) first"
+        )
+    session_key = session_key or base64.b64encode(os.urandom(16)).decode()
+    for name, value, pattern in (("openid", openid, _ID), ("unionid", unionid, _ID), ("session_key", session_key, _KEY)):
+        if (value is not None or name == "openid") and not (isinstance(value, str) and pattern.fullmatch(value)):
+            raise ValueError(f"{name} {value!r} is not of WeChat's shape ({pattern.pattern})")
+    with _app_context(app):
+        _, skey = app.extensions["wxlogin"].open_session(
+            Identity(openid, session_key, unionid), program, user_id=user_id
+        )
+    return skey  # type: ignore[no-any-return]
+
+
+def _app_context(app: Flask) -> ContextManager[Any]:
+    """``app``'s context: the one already pushed, else a new one."""
+    if has_app_context() and current_app._get_current_object() is app:  # type: ignore[attr-defined]
+        return contextlib.nullcontext()
+    return app.app_context()
+
+
+class WxLoginClient(FlaskClient):
+    """A test client that sends a user's skey with every request.
+
+    ``app.test_client_class = WxLoginClient``, then
+    ``app.test_client(wx_user={"openid": "o1"})`` (also ``unionid``,
+    ``user_id``, ``program``, ``session_key``: :func:`issue_skey`'s keywords).
+    The skey goes in ``WXLOGIN_TOKEN_HEADER``; a header passed to one request
+    wins over it. Without ``wx_user`` it is a plain client.
     """
 
-    def __init__(self, appid: str, secret: str, host: str = "127.0.0.1", port: int = 0) -> None:
-        if not ipaddress.ip_address(host).is_loopback:
-            raise ValueError("FakeWeChat serves on loopback addresses only")
-        self.appid, self.secret = appid, secret
-        self.answers: Dict[str, Answer] = {
-            "/sns/jscode2session": self.demo_answer,
-            "/cgi-bin/stable_token": self.demo_token,
-            "/wxa/business/getuserphonenumber": self.demo_phone_number,
-            "/wxa/checksession": lambda params: (200, {"errcode": 0, "errmsg": "ok"}),
-        }
-        self.calls: List[Dict[str, str]] = []
-        self.requests: List[Tuple[str, Dict[str, Any]]] = []
-        self._token = "demo-token-" + secrets.token_hex(16)
-        self._server = ThreadingHTTPServer((host, port), _handler_for(self))
-        self._server.daemon_threads = True
-        self._thread: Optional[threading.Thread] = None
-
-    @property
-    def url(self) -> str:
-        """The base URL to use as ``WXLOGIN_API_BASE``."""
-        host, port = self._server.server_address[:2]
-        return f"http://{host!s}:{port}"
-
-    @property
-    def answer(self) -> Answer:
-        """The jscode2session answer."""
-        return self.answers["/sns/jscode2session"]
-
-    @answer.setter
-    def answer(self, answer: Answer) -> None:
-        self.answers["/sns/jscode2session"] = answer
-
-    def demo_token(self, params: Dict[str, Any]) -> Tuple[int, Dict[str, Any]]:
-        if (params.get("appid"), params.get("secret")) != (self.appid, self.secret):
-            return 200, {"errcode": 40125, "errmsg": "invalid appid or secret"}
-        return 200, {"access_token": self._token, "expires_in": 7200}
-
-    def demo_phone_number(self, params: Dict[str, Any]) -> Tuple[int, Dict[str, Any]]:
-        if params.get("access_token") != self._token:
-            return 200, {"errcode": 40001, "errmsg": "invalid credential"}
-        if not params.get("code"):
-            return 200, {"errcode": 40029, "errmsg": "invalid code"}
-        digits = str(int(hashlib.sha256(str(params["code"]).encode()).hexdigest(), 16))[-8:]
-        number = "139" + digits
-        return 200, {"errcode": 0, "errmsg": "ok", "phone_info": {
-            "phoneNumber": number, "purePhoneNumber": number, "countryCode": "86",
-            "watermark": {"appid": self.appid, "timestamp": 0},
-        }}
-
-    def demo_answer(self, params: Dict[str, str]) -> Tuple[int, Dict[str, Any]]:
-        if params.get("appid") != self.appid:
-            return 200, {"errcode": 40013, "errmsg": "invalid appid"}
-        if params.get("secret") != self.secret:
-            return 200, {"errcode": 40125, "errmsg": "invalid appsecret"}
-        if params.get("grant_type") != "authorization_code":
-            return 200, {"errcode": 40002, "errmsg": "invalid grant_type"}
-        code = params.get("js_code", "")
-        if not code:
-            return 200, {"errcode": 41008, "errmsg": "missing code"}
-        digest = hashlib.sha256(f"{self.appid}:{code}".encode()).hexdigest()
-        return 200, {
-            "openid": "demo-" + digest[:24],
-            "session_key": base64.b64encode(os.urandom(16)).decode(),
-        }
-
-    def start(self) -> "FakeWeChat":
-        self._thread = threading.Thread(
-            target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
-        )
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        self._server.shutdown()
-        self._server.server_close()
-
-    def __enter__(self) -> "FakeWeChat":
-        return self.start()
-
-    def __exit__(self, *exc_info: Any) -> None:
-        self.stop()
+    def __init__(self, *args: Any, wx_user: Optional[Mapping[str, Any]] = None, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        #: The user the client is logged in as, as given; ``None`` for a plain client.
+        self.wx_user = None if wx_user is None else dict(wx_user)
+        #: The skey it sends, or ``None``.
+        self.skey: Optional[str] = None
+        if self.wx_user is not None:
+            self.skey = issue_skey(self.application, **self.wx_user)
+            header = self.application.config["WXLOGIN_TOKEN_HEADER"]
+            self.environ_base[_environ_key(header)] = self.skey
 
 
-def _handler_for(fake: FakeWeChat) -> type:
-    class Handler(BaseHTTPRequestHandler):
-        protocol_version = "HTTP/1.1"
-        disable_nagle_algorithm = True
+def main(argv: Optional[List[str]] = None) -> None:
+    """``python -m flask_wxlogin.testing --port N``: serve a FakeWeChat until interrupted."""
+    parser = argparse.ArgumentParser(
+        prog="python -m flask_wxlogin.testing",
+        description="Serve a fake WeChat API on 127.0.0.1 for an app under test "
+                    "(one fake shared by all its workers), until Ctrl-C.",
+    )
+    parser.add_argument("--port", type=int, required=True, help="the port to listen on (0: any free one)")
+    parser.add_argument("--appid", default=DEFAULT_APPID, help=f"the AppID it accepts (default {DEFAULT_APPID})")
+    parser.add_argument("--secret", help="the AppSecret it accepts (default: a random one, printed)")
+    args = parser.parse_args(argv)
+    try:
+        fake = FakeWeChat(args.appid, args.secret, port=args.port)
+    except OSError as exc:
+        parser.error(f"cannot listen on 127.0.0.1:{args.port}: {exc.strerror}")
+    with fake:
+        sys.stdout.write("".join(f"{key}={value}\n" for key, value in fake.config.items()))
+        sys.stdout.flush()
+        with contextlib.suppress(KeyboardInterrupt):
+            threading.Event().wait()
 
-        def do_GET(self) -> None:
-            self._answer({})
 
-        def do_POST(self) -> None:
-            length = int(self.headers.get("Content-Length") or 0)
-            try:
-                body = json.loads(self.rfile.read(length) or b"{}")
-            except ValueError:
-                body = None
-            self._answer(body if isinstance(body, dict) else {"": "not a JSON object"})
-
-        def _answer(self, body: Dict[str, Any]) -> None:
-            url = urlsplit(self.path)
-            params: Dict[str, Any] = {**dict(parse_qsl(url.query)), **body}
-            status: int
-            reply: Union[Dict[str, Any], bytes]
-            answer = fake.answers.get(url.path)
-            if answer is None:
-                status, reply = 404, {"errcode": 404, "errmsg": "not found"}
-            else:
-                fake.requests.append((url.path, params))
-                if url.path == "/sns/jscode2session":
-                    fake.calls.append(params)
-                status, reply = answer(params)
-            payload = reply if isinstance(reply, bytes) else json.dumps(reply).encode()
-            self.send_response(status)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(payload)))
-            self.end_headers()
-            self.wfile.write(payload)
-
-        def log_message(self, format: str, *args: Any) -> None:
-            """Silent: the request line carries the appsecret."""
-
-    return Handler
+if __name__ == "__main__":
+    main()

@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import heapq
 import itertools
+import logging
 import os
 import socket
 import threading
@@ -29,7 +30,10 @@ from requests.adapters import HTTPAdapter
 from urllib3 import HTTPConnectionPool, HTTPSConnectionPool, poolmanager
 from urllib3.connection import HTTPConnection, HTTPSConnection
 
+from . import causes
 from .errors import WeChatError
+
+log = logging.getLogger("flask_wxlogin")
 
 #: WeChat's answers are a few hundred bytes; anything past this is not WeChat.
 MAX_RESPONSE_BYTES = 64 * 1024
@@ -94,6 +98,7 @@ def _error_for(exc: requests.RequestException, timed_out: bool) -> WeChatError:
     if timed_out or isinstance(exc, requests.Timeout):
         return wechat_error(504, "wechat_timeout", "WeChat did not answer in time.")
     if isinstance(exc, requests.ConnectionError) or _dropped(exc):
+        log.warning("WeChat could not be reached: %s", causes.describe(exc))
         return wechat_error(502, "wechat_unreachable", "WeChat could not be reached.")
     return bad_response("The call to WeChat failed.")
 

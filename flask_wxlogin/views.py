@@ -9,6 +9,7 @@ from werkzeug.exceptions import RequestEntityTooLarge
 
 from . import signals
 from .client import CODE, checked_code
+from .config import session_lifetime
 from .errors import BadLoginRequest, WxLoginError
 
 blueprint = Blueprint("wxlogin", __name__)
@@ -26,8 +27,7 @@ def login(program: Optional[str] = None) -> Response:
     except WxLoginError as error:
         signals.user_login_failed.send(current_app._get_current_object(), error=error)  # type: ignore[attr-defined]
         raise
-    expires_in = int(current_app.config["WXLOGIN_SESSION_IDLE_TIMEOUT"])
-    return _ok({"skey": skey, "expires_in": expires_in, "openid": user.openid})
+    return _ok({"skey": skey, "expires_in": session_lifetime(current_app.config), "openid": user.openid})
 
 
 @blueprint.post("/logout")

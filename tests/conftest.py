@@ -118,12 +118,11 @@ def stub(request: Any) -> Iterator[FakeWeChat]:
 
 @pytest.fixture
 def fake(stub: FakeWeChat) -> Iterator[FakeWeChat]:
-    """The module's stub, reset; ``fake.release`` frees an answer still waiting at the end."""
+    """The module's stub, reset (records, codes, scripted errors); ``fake.release`` frees an answer still waiting at the end."""
     handler = stub._server.RequestHandlerClass
     answers = dict(stub.answers)
     stub.release = threading.Event()  # type: ignore[attr-defined]
-    stub.calls.clear()
-    stub.requests.clear()
+    stub.reset()
     yield stub
     stub.release.set()  # type: ignore[attr-defined]
     stub._server.RequestHandlerClass = handler

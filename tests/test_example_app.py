@@ -67,13 +67,35 @@ def test_demo_login_me_and_logout(demo_env):
     assert me.get_json() == {"code": "200", "data": {"openid": data["openid"]}}
     assert data["openid"]
 
-    assert login(client, "any-demo-code-1")["openid"] == data["openid"]
+    assert login(client, "any-demo-code-2")["openid"] == data["openid"]
     assert login(client, "another-demo-code")["openid"] != data["openid"]
 
     assert client.post("/auth/logout", headers={"X-WX-Skey": data["skey"]}).status_code == 200
     after = client.get("/me", headers={"X-WX-Skey": data["skey"]})
     assert after.status_code == 401
     assert after.get_json()["code"] == "401"
+
+
+def test_demo_codes_work_once(demo_env):
+    client = example_app.create_app().test_client()
+    login(client, "alice-1")
+
+    again = client.post("/auth/login", json={"code": "alice-1"})
+
+    assert again.status_code == 401
+    assert again.get_json()["error"] == "code_used"
+
+
+def test_demo_models_phones_a_user_logging_in_again_is_the_same_user(demo_env):
+    client = example_app.create_app().test_client()
+
+    alice = [login(client, code)["openid"] for code in ("alice-1", "alice-2", "alice-x-y")]
+    bob = login(client, "bob-1")["openid"]
+    default = [login(client, code)["openid"] for code in ("hello", "0a3Ab1ll2Qw9Tf4Yhlml2R0qSz1Ab1lO", "-x")]
+
+    assert len(set(alice)) == 1
+    assert len(set(default)) == 1
+    assert len({alice[0], bob, default[0]}) == 3
 
 
 def test_demo_apps_are_independent(demo_env, caplog):

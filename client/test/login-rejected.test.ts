@@ -12,16 +12,20 @@ async function rejection(promise: Promise<unknown>): Promise<WxLoginError> {
   return error;
 }
 
-// The demo's fake WeChat takes a code any number of times until issue 11 makes codes one-time.
-test("code_used: one more wx.login with a fresh code", { todo: "needs one-time codes in FakeWeChat (issue 11)" }, async () => {
+test("code_used: one more wx.login with a fresh code", async () => {
   const { api, platform } = clientOn(server());
   await api.login();
   await endSessionOnServer(server(), api.skey!);
   platform.scriptedCodes.push(platform.codes[0]); // the platform hands out a code WeChat has seen
+  const answers: string[] = [];
+  platform.beforeAnswer = async (request, response) => {
+    if (request.url.endsWith("/auth/login")) answers.push(`${response.statusCode} ${(response.data as { error?: string }).error}`);
+  };
 
   const res = await api.request({ url: "/me" });
 
   assert.equal(res.statusCode, 200);
+  assert.deepEqual(answers, ["401 code_used", "200 undefined"], "the server refused the reused code");
   const codes = postedCodes(platform);
   assert.equal(codes.length, 3);
   assert.equal(codes[1], codes[0], "the reused code was refused ...");
