@@ -25,13 +25,27 @@ def run(npm: str, *args: str) -> subprocess.CompletedProcess:
                           stderr=subprocess.STDOUT, text=True, timeout=600)
 
 
-def test_client_sdk_npm_ci_and_npm_test_pass():
+def npm_or_skip() -> str:
+    """npm's path; without it, a skip with the reason, or a failure under CI."""
     npm = shutil.which("npm")
     if npm is None:
         if os.environ.get("CI"):
             pytest.fail("npm is not installed: the client SDK's tests (client/: npm ci && npm test) cannot run")
         pytest.skip("npm is not installed: the client SDK's tests (client/: npm ci && npm test) did not run")
+    return npm
 
+
+@pytest.mark.parametrize("ci, outcome", [("true", pytest.fail.Exception), ("", pytest.skip.Exception)])
+def test_without_npm_ci_fails_and_a_developer_is_told(monkeypatch, ci, outcome):
+    monkeypatch.setattr(shutil, "which", lambda name: None)
+    monkeypatch.setenv("CI", ci)
+
+    with pytest.raises(outcome, match="npm is not installed"):
+        npm_or_skip()
+
+
+def test_client_sdk_npm_ci_and_npm_test_pass():
+    npm = npm_or_skip()
     install = run(npm, "ci", "--no-audit", "--no-fund")
     assert install.returncode == 0, install.stdout[-4000:]
     tests = run(npm, "test")
