@@ -48,3 +48,15 @@ test("README's minimal snippet logs in, calls a protected route, and logs in aga
   assert.equal(again.statusCode, 200);
   assert.equal(wx.codes.length, 2);
 });
+
+test("README's claim holds: the minimal snippet logs in once per concurrent request, the SDK once", async () => {
+  const wx = createFakePlatform();
+  const app = readmeApp(wx, server().url);
+  const before = await server().count("POST /auth/login");
+
+  const answers = await Promise.all(Array.from({ length: 5 }, () => app.request({ url: "/me" })));
+
+  assert.deepEqual(answers.map((a) => a.statusCode), Array(5).fill(200));
+  assert.equal(wx.codes.length, 5);
+  assert.equal(await server().count("POST /auth/login") - before, 5, "five sessions, four of them orphaned");
+});
