@@ -5,39 +5,17 @@
  * Node API, no dynamic import, so it runs under DevTools' 构建 npm, uni-app and
  * Taro bundlers, or copied as it is.
  */
-import type {
-  Client,
-  ClientOptions,
-  Method,
-  Platform,
-  PlatformFailure,
-  PlatformResponse,
-  PlatformUploadResponse,
-  RequestOptions,
-  Response,
-  UploadOptions,
-  WxLoginErrorInit,
-} from "./types";
+import type * as types from "./types";
 
+// Named, not `export type *`: the .d.ts must parse in the TypeScript 4.x of older uni-app and Taro projects.
 export type {
-  Client,
-  ClientOptions,
-  Method,
-  Platform,
-  PlatformFailure,
-  PlatformLoginOptions,
-  PlatformRequestOptions,
-  PlatformResponse,
-  PlatformUploadOptions,
-  PlatformUploadResponse,
-  RequestOptions,
-  Response,
-  UploadOptions,
+  Client, ClientOptions, Method, Platform, PlatformFailure, PlatformLoginOptions, PlatformRequestOptions,
+  PlatformResponse, PlatformUploadOptions, PlatformUploadResponse, RequestOptions, Response, UploadOptions,
   WxLoginErrorInit,
 } from "./types";
 
 // The globals every mini program runtime has; declared here, not taken from a DOM or Node lib.
-declare const wx: Platform | undefined;
+declare const wx: types.Platform | undefined;
 declare function setTimeout(callback: () => void, ms: number): unknown;
 
 /** 401 errors that mean "this skey is no good": log in again and retry once. */
@@ -62,7 +40,7 @@ export class WxLoginError extends Error {
   /** The server's `Retry-After`, in seconds, on 429/502/503/504; else null. */
   readonly retryAfter: number | null;
 
-  constructor(init: WxLoginErrorInit) {
+  constructor(init: types.WxLoginErrorInit) {
     super(init.message);
     // Keeps instanceof working when an app's bundler compiles classes down to ES5.
     Object.setPrototypeOf(this, new.target.prototype);
@@ -78,7 +56,7 @@ export class WxLoginError extends Error {
  * A client bound to one server and one platform. Holds no global state:
  * two clients (say, for two mini programs) need two `storageKey`s.
  */
-export function createClient(options: ClientOptions): Client {
+export function createClient(options: types.ClientOptions): types.Client {
   if (!options || typeof options.baseURL !== "string" || options.baseURL === "") {
     throw new TypeError("createClient: baseURL is required");
   }
@@ -103,8 +81,8 @@ export function createClient(options: ClientOptions): Client {
     return header;
   }
 
-  function send(request: RequestOptions, skey: string | null): Promise<PlatformResponse> {
-    return limit(() => new Promise<PlatformResponse>((resolve, reject) => {
+  function send(request: types.RequestOptions, skey: string | null): Promise<types.PlatformResponse> {
+    return limit(() => new Promise<types.PlatformResponse>((resolve, reject) => {
       absorb(platform.request({
         url: baseURL + request.url, method: request.method ?? "GET", data: request.data,
         header: headerWith(request.header, skey), timeout: request.timeout,
@@ -113,8 +91,8 @@ export function createClient(options: ClientOptions): Client {
     }));
   }
 
-  function upload(request: UploadOptions, skey: string): Promise<PlatformUploadResponse> {
-    return limit(() => new Promise<PlatformUploadResponse>((resolve, reject) => {
+  function upload(request: types.UploadOptions, skey: string): Promise<types.PlatformUploadResponse> {
+    return limit(() => new Promise<types.PlatformUploadResponse>((resolve, reject) => {
       absorb(platform.uploadFile({
         url: baseURL + request.url, filePath: request.filePath, name: request.name, formData: request.formData,
         header: headerWith(request.header, skey), timeout: request.timeout,
@@ -184,7 +162,7 @@ export function createClient(options: ClientOptions): Client {
    * the skey, one re-login and one retry; on 429/502/503/504, one wait and retry for GET/HEAD.
    * Each happens at most once, so a call sends at most three times.
    */
-  async function withSession<A extends PlatformResponse>(method: Method, sendWith: (skey: string) => Promise<A>): Promise<A> {
+  async function withSession<A extends types.PlatformResponse>(method: types.Method, sendWith: (skey: string) => Promise<A>): Promise<A> {
     let skey = loggingIn !== null ? await loggingIn : stored() ?? await login(null);
     let relogged = false;
     let waited = false;
@@ -213,10 +191,10 @@ export function createClient(options: ClientOptions): Client {
 
   return {
     login: () => login(stored()),
-    request<T>(request: RequestOptions): Promise<Response<T>> {
-      return withSession(request.method ?? "GET", (skey) => send(request, skey)).then(responseOf) as Promise<Response<T>>;
+    request<T>(request: types.RequestOptions): Promise<types.Response<T>> {
+      return withSession(request.method ?? "GET", (skey) => send(request, skey)).then(responseOf) as Promise<types.Response<T>>;
     },
-    uploadFile(request: UploadOptions): Promise<Response<string>> {
+    uploadFile(request: types.UploadOptions): Promise<types.Response<string>> {
       return withSession("POST", (skey) => upload(request, skey)).then(responseOf);
     },
     async logout(): Promise<void> {
@@ -233,14 +211,14 @@ export function createClient(options: ClientOptions): Client {
   };
 }
 
-function platformOf(options: ClientOptions): Platform {
+function platformOf(options: types.ClientOptions): types.Platform {
   const platform = options.platform ?? (typeof wx === "undefined" ? undefined : wx);
   if (!platform) throw new TypeError("createClient: no global wx here; pass platform (uni or Taro)");
   return platform;
 }
 
 /** The answer as `wx.request` gives it: status, body, headers; nothing else. */
-function responseOf<D>(answer: { statusCode: number; data: D; header?: Record<string, unknown> }): Response<D> {
+function responseOf<D>(answer: { statusCode: number; data: D; header?: Record<string, unknown> }): types.Response<D> {
   return { statusCode: answer.statusCode, data: answer.data, header: answer.header ?? {} };
 }
 
@@ -277,7 +255,7 @@ function absorb(returned: unknown): void {
   }
 }
 
-function networkError(failure: PlatformFailure | undefined): WxLoginError {
+function networkError(failure: types.PlatformFailure | undefined): WxLoginError {
   const message = failure && typeof failure.errMsg === "string" ? failure.errMsg : "request:fail";
   return new WxLoginError({ status: 0, error: "network_error", message });
 }
@@ -306,7 +284,7 @@ function skeyIn(data: unknown): string | null {
 }
 
 /** The server's JSON error shape as a WxLoginError; any other body gives "http_error". */
-function errorOf(answer: PlatformResponse): WxLoginError {
+function errorOf(answer: types.PlatformResponse): WxLoginError {
   const body = bodyOf(answer.data) ?? {};
   return new WxLoginError({
     status: answer.statusCode,

@@ -1,16 +1,9 @@
 /** A login the server refuses: a fresh code for code_invalid/code_used, once; other errors reject. */
 import { strict as assert } from "node:assert";
 import { test } from "node:test";
-import { WxLoginError } from "../dist/index";
-import { clientOn, demoServer, endSessionOnServer, postedCodes } from "./helpers/fixtures";
+import { clientOn, demoServer, endSessionOnServer, postedCodes, rejection } from "./helpers/fixtures";
 
 const server = demoServer();
-
-async function rejection(promise: Promise<unknown>): Promise<WxLoginError> {
-  const error = await promise.then(() => null, (e: unknown) => e);
-  assert.ok(error instanceof WxLoginError, `expected a WxLoginError, got ${String(error)}`);
-  return error;
-}
 
 test("code_used: one more wx.login with a fresh code", async () => {
   const { api, platform } = clientOn(server());

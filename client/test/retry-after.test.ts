@@ -1,8 +1,8 @@
 /** 429/502/503/504: GET/HEAD and the login wait once for Retry-After up to maxRetryAfter; the rest reject with retryAfter. */
 import { strict as assert } from "node:assert";
 import { after, test } from "node:test";
-import { createClient, WxLoginError } from "../dist/index";
-import { clientOn, demoServer } from "./helpers/fixtures";
+import { createClient } from "../dist/index";
+import { clientOn, demoServer, rejection } from "./helpers/fixtures";
 import { startGateway, type Gateway } from "./helpers/gateway";
 import { createFakePlatform } from "./helpers/platform";
 
@@ -14,12 +14,6 @@ async function behindGateway(maxRetryAfter?: number) {
   gateway ??= await startGateway(server().url);
   const platform = createFakePlatform();
   return { api: createClient({ baseURL: gateway.url, platform, maxRetryAfter }), platform, gateway };
-}
-
-async function rejection(promise: Promise<unknown>): Promise<WxLoginError> {
-  const error = await promise.then(() => null, (e: unknown) => e);
-  assert.ok(error instanceof WxLoginError, `expected a WxLoginError, got ${String(error)}`);
-  return error;
 }
 
 test("503 with Retry-After on login (WeChat busy): waits, then one more login with a fresh code", async () => {

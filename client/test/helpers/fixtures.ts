@@ -1,6 +1,7 @@
 /** What every test file shares: the demo server for the file, a client on a fake platform, server-side calls. */
+import { strict as assert } from "node:assert";
 import { after, before } from "node:test";
-import { createClient, type Client, type ClientOptions } from "../../dist/index";
+import { createClient, WxLoginError, type Client, type ClientOptions } from "../../dist/index";
 import { createFakePlatform, type FakePlatform, type Style } from "./platform";
 import { startDemoServer, type DemoServer } from "./server";
 
@@ -36,4 +37,11 @@ export function postedCodes(platform: FakePlatform): string[] {
   return platform.sent
     .filter((r) => new URL(r.url).pathname.endsWith("/login"))
     .map((r) => (r.data as { code: string }).code);
+}
+
+/** The WxLoginError `promise` rejects with (and fails the test if it resolves, or rejects with something else). */
+export async function rejection(promise: Promise<unknown>): Promise<WxLoginError> {
+  const error = await promise.then(() => null, (e: unknown) => e);
+  assert.ok(error instanceof WxLoginError, `expected a WxLoginError, got ${String(error)}`);
+  return error;
 }
