@@ -35,6 +35,7 @@ import secrets
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from flask import Flask, request
+from werkzeug.exceptions import RequestEntityTooLarge
 
 from flask_wxlogin import WxLogin, current_wx_user, login_required
 from flask_wxlogin.testing import FakeWeChat
@@ -47,6 +48,7 @@ REQUIRED_SETTINGS = ("WXLOGIN_APPID", "WXLOGIN_SECRET", "SECRET_KEY")
 #: Any of these in the environment means a real deployment: no demo mode.
 REAL_SETTINGS = REQUIRED_SETTINGS + ("CACHE_REDIS_URL",)
 DEFAULT_PORT = 5000
+MAX_AVATAR_BYTES = 2 * 1024 * 1024
 #: Demo mode only: a code like this makes the fake WeChat answer that errcode.
 DEMO_FAILING_CODE = re.compile(r"demo-fail-(-?[0-9]+)(?:-|$)")
 
@@ -90,7 +92,11 @@ def create_app() -> Flask:
     @login_required
     def avatar():
         """Where a ``wx.uploadFile`` lands; a real app would store the file."""
-        upload = request.files.get("file")
+        request.max_content_length = MAX_AVATAR_BYTES
+        try:
+            upload = request.files.get("file")
+        except RequestEntityTooLarge:
+            return {"code": "413", "error": "body_too_large", "message": "An avatar is at most 2 MiB."}, 413
         if upload is None:
             return {"code": "400", "error": "file_missing", "message": "Send the image as the form field 'file'."}, 400
         size = len(upload.read())

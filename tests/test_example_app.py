@@ -322,8 +322,11 @@ def test_demo_avatar_takes_an_upload_from_a_logged_in_user(demo_env):
     upload = client.post("/avatar", headers={"X-WX-Skey": data["skey"]},
                          data={"album": "me", "file": (io.BytesIO(b"x" * 321), "a.png")})
     missing = client.post("/avatar", headers={"X-WX-Skey": data["skey"]}, data={"album": "me"})
+    too_large = client.post("/avatar", headers={"X-WX-Skey": data["skey"]},
+                            data={"file": (io.BytesIO(b"x" * (example_app.MAX_AVATAR_BYTES + 1)), "a.png")})
     anonymous = client.post("/avatar", data={"file": (io.BytesIO(b"x"), "a.png")})
 
     assert upload.get_json() == {"code": "200", "data": {"openid": data["openid"], "size": 321, "form": {"album": "me"}}}
     assert (missing.status_code, missing.get_json()["error"]) == (400, "file_missing")
+    assert (too_large.status_code, too_large.get_json()["error"]) == (413, "body_too_large")
     assert anonymous.status_code == 401
