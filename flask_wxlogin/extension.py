@@ -210,11 +210,14 @@ class WxLogin:
         """
         state = self._state()
         chosen = state.program(program)
-        if user_id is None:
+        if user_id is not None:
+            if not _is_user_id(user_id):
+                raise TypeError(f"user_id must be a str or an int, not {type(user_id).__name__}")
+        else:
             user_id = self._run_callback("on_login", self._login_callback, identity)
-        if isinstance(user_id, bool) or not isinstance(user_id, (str, int, type(None))):
-            log.error("the on_login callback returned a %s, not a str, an int or None", type(user_id).__name__)
-            raise CallbackError()
+            if user_id is not None and not _is_user_id(user_id):
+                log.error("the on_login callback returned a %s, not a str, an int or None", type(user_id).__name__)
+                raise CallbackError()
         user = chosen.store.create(identity.openid, identity.session_key, identity.unionid, user_id)
         signals.user_logged_in.send(current_app._get_current_object(), user=user)  # type: ignore[attr-defined]
         return user, chosen.sign(user.session_id, state.config)
@@ -305,6 +308,10 @@ class WxLogin:
         if error.status == 405:
             response.headers["Allow"] = "POST, OPTIONS"
         return response
+
+
+def _is_user_id(value: Any) -> bool:
+    return isinstance(value, (str, int)) and not isinstance(value, bool)
 
 
 def _skey_in(environ: "dict[str, Any]", config: Any) -> Optional[str]:

@@ -249,6 +249,18 @@ def test_a_store_outage_names_the_backend_address_and_cause_but_not_the_password
     assert "hunter2" not in caplog.text and "redis://" not in caplog.text
 
 
+def test_a_sentinel_outage_names_the_master_and_the_sentinels(wechat, caplog):
+    port = closed_port()
+    app = make_app(CACHE_TYPE="RedisSentinelCache", CACHE_REDIS_SENTINELS=[("127.0.0.1", port)],
+                   CACHE_REDIS_SENTINEL_MASTER="mymaster", CACHE_REDIS_PASSWORD="hunter2-pw")
+
+    response = app.test_client().post("/auth/login", json={"code": CODE})
+
+    assert response.status_code == 503
+    assert f"session store unavailable at Redis master 'mymaster' of sentinels 127.0.0.1:{port}: " in caplog.text
+    assert "hunter2" not in caplog.text
+
+
 def test_a_cluster_outage_would_name_its_nodes(redis_cluster, cluster_prefix):
     app = make_app(CACHE_TYPE="RedisClusterCache", CACHE_REDIS_CLUSTER=redis_cluster, WXLOGIN_KEY_PREFIX=cluster_prefix)
 

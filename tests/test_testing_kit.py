@@ -3,12 +3,15 @@ from __future__ import annotations
 
 import base64
 import configparser
+import importlib.util
 import os
 import re
 import signal
 import socket
 import subprocess
 import sys
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Dict, List
 
@@ -107,6 +110,14 @@ def test_issue_skey_for_another_mini_program():
 def test_issue_skey_refuses_what_wechat_would_never_send(app, kwargs):
     with pytest.raises(ValueError):
         issue_skey(app, **kwargs)
+    assert all(len(b._cache) == 0 for b in app.extensions["cache"].values())
+
+
+@pytest.mark.parametrize("user_id", [1.5, True, ["u1"]])
+def test_issue_skey_refuses_a_user_id_no_session_could_keep(app, user_id):
+    with pytest.raises(TypeError, match="user_id must be a str or an int"):
+        issue_skey(app, openid="oBadUserId", user_id=user_id)
+    assert all(len(b._cache) == 0 for b in app.extensions["cache"].values())
 
 
 def test_issue_skey_with_a_failing_on_login_stores_nothing(app):
@@ -223,6 +234,66 @@ def test_the_readme_sample_project_passes_with_the_plugin_from_its_entry_point(t
     assert result.returncode == 0, result.stdout + result.stderr
     assert re.search(r"\b9 passed\b", result.stdout), result.stdout
     assert "Traceback" not in result.stderr
+
+
+def readme_app_module(tmp_path: Path) -> Any:
+    """The README's ``myapp.py``, imported under a name of this test's own."""
+    path = tmp_path / "myapp.py"
+    path.write_text(readme_files()["myapp.py"])
+    spec = importlib.util.spec_from_file_location(f"readme_myapp_{tmp_path.name}", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)  # type: ignore[union-attr]
+    return module
+
+
+def naive_on_login(myapp: Any) -> Any:
+    """The get-then-create the README warns against."""
+
+    def on_login(identity: Any) -> Any:
+        row = myapp.query("SELECT id FROM users WHERE openid = ?", identity.openid)
+        if row is None:
+            myapp.query("INSERT INTO users (openid) VALUES (?)", identity.openid)
+            row = myapp.query("SELECT id FROM users WHERE openid = ?", identity.openid)
+        return row[0]
+
+    return on_login
+
+
+@pytest.mark.parametrize("variant", ["readme", "naive"])
+def test_the_readmes_on_login_survives_two_first_logins_at_once(tmp_path, monkeypatch, variant):
+    """Both logins run their first statement, wait for each other, then go on: the race, every time."""
+    myapp = readme_app_module(tmp_path)
+    app = myapp.create_app({"TESTING": True, "DATABASE": str(tmp_path / "race.db")})
+    if variant == "naive":
+        myapp.wxlogin.on_login(naive_on_login(myapp))
+    both_began = threading.Barrier(2, timeout=5)
+    began = threading.local()
+    query = myapp.query
+
+    def interleaved(sql: str, *args: Any) -> Any:
+        row = query(sql, *args)
+        if not getattr(began, "done", False):
+            began.done = True
+            both_began.wait()
+        return row
+
+    monkeypatch.setattr(myapp, "query", interleaved)
+
+    def first_login(_: int) -> Any:
+        try:
+            return issue_skey(app, openid="oRace")
+        except CallbackError as error:
+            return error
+
+    with ThreadPoolExecutor(2) as pool:
+        results = list(pool.map(first_login, range(2)))
+
+    if variant == "naive":
+        assert sum(isinstance(result, CallbackError) for result in results) == 1
+    else:
+        user_ids = {app.test_client().get("/orders", headers={"X-WX-Skey": skey}).get_json()["user_id"]
+                    for skey in results}
+        assert user_ids == {1}
 
 
 def test_fake_wechat_works_without_an_app_fixture_and_wx_client_asks_for_one(tmp_path):
