@@ -49,7 +49,7 @@ test("README's minimal snippet logs in, calls a protected route, and logs in aga
   assert.equal(wx.codes.length, 2);
 });
 
-test("README's claim holds: the minimal snippet logs in once per concurrent request, the SDK once", async () => {
+test("README's claim holds: the minimal snippet logs in once per concurrent request (the SDK: once in all)", async () => {
   const wx = createFakePlatform();
   const app = readmeApp(wx, server().url);
   const before = await server().count("POST /auth/login");
