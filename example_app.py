@@ -1,7 +1,13 @@
 """flask-wxlogin example: ``python example_app.py`` serves on http://127.0.0.1:5000.
 
-Routes: ``POST /auth/login``, ``POST /auth/logout``, and two protected ones,
-``GET /me`` and ``POST /phone`` (``{"code": <getPhoneNumber code>}``).
+``python example_app.py --port N`` (or ``PORT=N``) serves on port N instead;
+``flask --app example_app run -p N`` works too.
+
+Routes: ``POST /auth/login``, ``POST /auth/logout``, and four protected ones:
+``GET /me``, ``POST /phone`` (``{"code": <getPhoneNumber code>}``),
+``POST /open-data`` (``{"encryptedData", "iv"}`` from ``wx.getWeRunData`` and
+friends: answers the decrypted JSON) and ``POST /avatar`` (a ``wx.uploadFile``
+of the field ``file``: answers its size, keeps nothing).
 
 With ``WXLOGIN_APPID``, ``WXLOGIN_SECRET`` and ``SECRET_KEY`` in the environment
 it talks to the real WeChat (``CACHE_REDIS_URL`` keeps sessions in Redis).
@@ -18,14 +24,20 @@ The demo models phones, so logging in again gives the same user, as on WeChat:
   ``<phone>``: one phone, one openid, however many codes;
 - a code without ``-`` (``hello``, or the random codes of WeChat's developer
   tools) comes from the one default phone, so its user is the same every time.
+- a code ``demo-fail-<errcode>-<anything>`` (say ``demo-fail--1-x``, WeChat
+  busy) gets that errcode, so a client can see every login error this server answers.
 """
 from __future__ import annotations
 
+import argparse
 import logging
 import os
+import re
 import secrets
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from flask import Flask, request
+from werkzeug.exceptions import RequestEntityTooLarge
 
 from flask_wxlogin import WxLogin, current_wx_user, login_required
 from flask_wxlogin.testing import FakeWeChat
@@ -37,6 +49,10 @@ wxlogin = WxLogin()
 REQUIRED_SETTINGS = ("WXLOGIN_APPID", "WXLOGIN_SECRET", "SECRET_KEY")
 #: Any of these in the environment means a real deployment: no demo mode.
 REAL_SETTINGS = REQUIRED_SETTINGS + ("CACHE_REDIS_URL",)
+DEFAULT_PORT = 5000
+MAX_AVATAR_BYTES = 2 * 1024 * 1024
+#: Demo mode only: a code like this makes the fake WeChat answer that errcode.
+DEMO_FAILING_CODE = re.compile(r"demo-fail-(-?[0-9]+)(?:-|$)")
 
 
 def create_app() -> Flask:
@@ -69,6 +85,28 @@ def create_app() -> Flask:
         code = body.get("code") if isinstance(body, dict) else None
         return {"code": "200", "data": wxlogin.phone_number(code)}
 
+    @app.post("/open-data")
+    @login_required
+    def open_data():
+        """Decrypted open data; ``400 session_key_stale`` means: log in again, fetch it again."""
+        body = request.get_json(silent=True)
+        body = body if isinstance(body, dict) else {}
+        return {"code": "200", "data": current_wx_user.decrypt(body.get("encryptedData"), body.get("iv"))}
+
+    @app.post("/avatar")
+    @login_required
+    def avatar():
+        """Where a ``wx.uploadFile`` lands; a real app would store the file."""
+        request.max_content_length = MAX_AVATAR_BYTES
+        try:
+            upload = request.files.get("file")
+        except RequestEntityTooLarge:
+            return {"code": "413", "error": "body_too_large", "message": "An avatar is at most 2 MiB."}, 413
+        if upload is None:
+            return {"code": "400", "error": "file_missing", "message": "Send the image as the form field 'file'."}, 400
+        size = len(upload.read())
+        return {"code": "200", "data": {"openid": current_wx_user.openid, "size": size, "form": request.form.to_dict()}}
+
     return app
 
 
@@ -83,7 +121,9 @@ def demo_phone(code: str) -> str:
 
 
 def _configure_demo_mode(app: Flask) -> None:
-    fake = FakeWeChat(appid="wx-demo-appid", secret=secrets.token_hex(16), phone_of=demo_phone).start()
+    fake = FakeWeChat(appid="wx-demo-appid", secret=secrets.token_hex(16), phone_of=demo_phone)
+    fake.answer = _failing_codes(fake.answer)
+    fake.start()
     app.config.update(
         SECRET_KEY=secrets.token_hex(32),
         WXLOGIN_APPID=fake.appid,
@@ -99,6 +139,38 @@ def _configure_demo_mode(app: Flask) -> None:
     )
 
 
+JsCode2Session = Callable[[Dict[str, str]], Tuple[int, Any]]
+
+
+def _failing_codes(answer: JsCode2Session) -> JsCode2Session:
+    """``answer``, except that a ``demo-fail-<errcode>`` code gets that errcode."""
+
+    def scripted(params: Dict[str, str]) -> Tuple[int, Any]:
+        failing = DEMO_FAILING_CODE.match(params.get("js_code", ""))
+        if failing is None:
+            return answer(params)
+        return 200, {"errcode": int(failing.group(1)), "errmsg": "demo: scripted failure"}
+
+    return scripted
+
+
+def port_from(argv: Optional[List[str]] = None, environ: Optional[Dict[str, str]] = None) -> int:
+    """``--port N``, else the ``PORT`` environment variable, else 5000."""
+    environ = os.environ if environ is None else environ
+    parser = argparse.ArgumentParser(description="The flask-wxlogin example app.")
+    parser.add_argument("--port", type=int, help=f"port to serve on (default: $PORT or {DEFAULT_PORT})")
+    port = parser.parse_args(argv).port
+    if port is None:
+        try:
+            port = int(environ.get("PORT") or DEFAULT_PORT)
+        except ValueError:
+            parser.error(f"PORT must be a number, not {environ['PORT']!r}")
+    if not 0 < port < 65536:
+        parser.error(f"the port must be between 1 and 65535, not {port}")
+    return port
+
+
 if __name__ == "__main__":
+    chosen_port = port_from()
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    create_app().run(host="127.0.0.1", port=5000)
+    create_app().run(host="127.0.0.1", port=chosen_port)

@@ -1,12 +1,19 @@
 """example_app.py: demo mode without credentials, the real WeChat with them."""
 from __future__ import annotations
 
+import base64
+import io
 import logging
+import os
+import socket
+import subprocess
 import sys
+import time
 from pathlib import Path
 from urllib.parse import urlsplit
 
 import pytest
+import requests
 
 ROOT = str(Path(__file__).resolve().parents[1])
 if ROOT not in sys.path:
@@ -237,3 +244,102 @@ def test_with_credentials_the_phone_route_asks_the_real_wechat(real_env, request
         "secret": REAL_ENV["WXLOGIN_SECRET"], "force_refresh": False}
     assert phone.last_request.qs == {"access_token": ["real-token-1"]}
     assert phone.last_request.json() == {"code": "real-phone-code"}
+
+
+@pytest.mark.parametrize("argv, environ, port", [
+    pytest.param([], {}, 5000, id="default"),
+    pytest.param([], {"PORT": "5123"}, 5123, id="PORT"),
+    pytest.param(["--port", "5124"], {"PORT": "5123"}, 5124, id="--port-wins"),
+    pytest.param(["--port=5125"], {}, 5125, id="--port="),
+])
+def test_the_port_comes_from_the_argument_then_the_environment(argv, environ, port):
+    assert example_app.port_from(argv, environ) == port
+
+
+@pytest.mark.parametrize("argv, environ", [
+    pytest.param(["--port", "web"], {}, id="not-a-number"),
+    pytest.param([], {"PORT": "http"}, id="PORT-not-a-number"),
+    pytest.param(["--port", "0"], {}, id="zero"),
+    pytest.param([], {"PORT": "70000"}, id="too-large"),
+])
+def test_a_bad_port_stops_with_a_usage_error(argv, environ, capsys):
+    with pytest.raises(SystemExit) as stopped:
+        example_app.port_from(argv, environ)
+    assert stopped.value.code == 2
+    assert "port" in capsys.readouterr().err.lower()
+
+
+def test_python_example_app_port_serves_there(demo_env):
+    """The real command line, as the client SDK's tests start it."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    env = {k: v for k, v in os.environ.items() if k not in example_app.REAL_SETTINGS}
+    env["PYTHONPATH"] = ROOT
+    server = subprocess.Popen([sys.executable, "example_app.py", "--port", str(port)], cwd=ROOT, env=env,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        for _ in range(200):
+            try:
+                answer = requests.get(f"http://127.0.0.1:{port}/me", timeout=1)
+                break
+            except requests.ConnectionError:
+                assert server.poll() is None, server.stderr.read()
+                time.sleep(0.05)
+        assert answer.status_code == 401
+        assert answer.json()["error"] == "skey_missing"
+    finally:
+        server.terminate()
+        _, stderr = server.communicate(timeout=10)
+    assert '"GET /me HTTP/1.1" 401' in stderr.replace("\x1b[31m\x1b[1m", "").replace("\x1b[0m", "")
+
+
+@pytest.mark.parametrize("code, status, error", [
+    pytest.param("demo-fail--1-x", 503, "wechat_busy", id="busy"),
+    pytest.param("demo-fail-40029", 401, "code_invalid", id="invalid"),
+    pytest.param("demo-fail-40163-y", 401, "code_used", id="used"),
+    pytest.param("demo-fail-45011-z", 429, "wechat_rate_limited", id="rate-limited"),
+    pytest.param("demo-fail-40226-w", 403, "user_blocked", id="blocked"),
+])
+def test_demo_fail_codes_get_that_errcode_from_the_fake_wechat(demo_env, code, status, error):
+    client = example_app.create_app().test_client()
+
+    response = client.post("/auth/login", json={"code": code})
+
+    assert (response.status_code, response.get_json()["error"]) == (status, error)
+
+
+def test_demo_codes_that_only_look_alike_log_in(demo_env):
+    client = example_app.create_app().test_client()
+    for code in ("demo-failing", "demo-fail-", "demo-fail-12ab", "x-demo-fail-40029"):
+        assert login(client, code)["openid"]
+
+
+def test_demo_open_data_that_does_not_decrypt_is_session_key_stale(demo_env):
+    client = example_app.create_app().test_client()
+    skey = login(client, "demo-code-open-data")["skey"]
+    junk = {"encryptedData": base64.b64encode(bytes(32)).decode(), "iv": base64.b64encode(bytes(16)).decode()}
+
+    stale = client.post("/open-data", json=junk, headers={"X-WX-Skey": skey})
+    malformed = client.post("/open-data", json={}, headers={"X-WX-Skey": skey})
+
+    assert (stale.status_code, stale.get_json()["error"]) == (400, "session_key_stale")
+    assert (malformed.status_code, malformed.get_json()["error"]) == (400, "data_malformed")
+    assert client.post("/open-data", json=junk).status_code == 401
+
+
+def test_demo_avatar_takes_an_upload_from_a_logged_in_user(demo_env):
+    client = example_app.create_app().test_client()
+    data = login(client, "demo-code-avatar")
+
+    upload = client.post("/avatar", headers={"X-WX-Skey": data["skey"]},
+                         data={"album": "me", "file": (io.BytesIO(b"x" * 321), "a.png")})
+    missing = client.post("/avatar", headers={"X-WX-Skey": data["skey"]}, data={"album": "me"})
+    too_large = client.post("/avatar", headers={"X-WX-Skey": data["skey"]},
+                            data={"file": (io.BytesIO(b"x" * (example_app.MAX_AVATAR_BYTES + 1)), "a.png")})
+    anonymous = client.post("/avatar", data={"file": (io.BytesIO(b"x"), "a.png")})
+
+    assert upload.get_json() == {"code": "200", "data": {"openid": data["openid"], "size": 321, "form": {"album": "me"}}}
+    assert (missing.status_code, missing.get_json()["error"]) == (400, "file_missing")
+    assert (too_large.status_code, too_large.get_json()["error"]) == (413, "body_too_large")
+    assert anonymous.status_code == 401
