@@ -19,7 +19,6 @@ import pytest
 from .conftest import CODE, OPENID, SESSION_KEY
 
 ROOT = Path(__file__).resolve().parents[1]
-pytest.importorskip("gunicorn")
 
 
 def _free_port() -> int:
