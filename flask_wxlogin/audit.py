@@ -30,10 +30,19 @@ log = logging.getLogger("flask_wxlogin.audit")
 HASH_SALT = b"flask-wxlogin.audit.openid"
 #: Characters of the User-Agent header kept; the client sets it to anything it likes.
 MAX_USER_AGENT = 256
+#: Attributes every LogRecord has: a fact of that name would make ``logging`` raise.
+RESERVED = frozenset(logging.makeLogRecord({}).__dict__) | {"message", "asctime"}
 
 
 def record(event: str, *, program: str, openid: Optional[str] = None, **fields: Any) -> None:
-    """Write one audit record for ``event`` of mini ``program``'s user ``openid``."""
+    """Write one audit record for ``event`` of mini ``program``'s user ``openid``.
+
+    A fact named like a LogRecord attribute (``name``, ``msg``...) is a
+    :class:`TypeError` at once, logger on or off, so no caller finds out in production.
+    """
+    clash = RESERVED.intersection(fields)
+    if clash:
+        raise TypeError(f"audit facts may not be named {', '.join(sorted(clash))}: LogRecord has them")
     if not log.isEnabledFor(logging.INFO):
         return
     facts = {"program": program, "openid": None if openid is None else _written(openid), **fields}

@@ -172,7 +172,9 @@ class FakeWeChat:
     # -- the answers -----------------------------------------------------------
 
     def demo_token(self, params: Dict[str, Any]) -> Tuple[int, Dict[str, Any]]:
-        if (params.get("appid"), params.get("secret")) != (self.appid, self.secret):
+        if params.get("appid") != self.appid:
+            return 200, _error(40013)
+        if params.get("secret") != self.secret:
             return 200, _error(40125)
         return 200, {"access_token": self._token, "expires_in": 7200}
 

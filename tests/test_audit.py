@@ -122,3 +122,10 @@ def test_nothing_is_built_when_the_audit_logger_is_off(app, wechat, caplog, monk
 def test_the_hash_switch_must_be_a_bool(value):
     with pytest.raises(ConfigurationError, match="WXLOGIN_AUDIT_HASH_OPENID"):
         make_app(WXLOGIN_AUDIT_HASH_OPENID=value)
+
+
+@pytest.mark.parametrize("name", ["name", "msg", "args", "message", "levelname"])
+def test_a_fact_named_like_a_log_record_attribute_is_refused_at_once(app, name, trail, monkeypatch):
+    monkeypatch.setattr(audit.log, "disabled", True)  # refused even when nothing would be written
+    with app.test_request_context(), pytest.raises(TypeError, match=name):
+        audit.record("logout", program="default", openid=OPENID, **{name: "x"})

@@ -266,3 +266,13 @@ def test_a_client_that_hangs_up_before_the_answer_prints_no_traceback(fake, capf
         del fake._server.shutdown_request
 
     assert "Traceback" not in capfd.readouterr().err
+
+
+@pytest.mark.parametrize("appid, secret, errcode", [
+    pytest.param("wxother", "wrong", 40013, id="appid-first"),
+    pytest.param(APPID, "wrong", 40125, id="then-appsecret"),
+])
+def test_stable_token_checks_the_appid_before_the_appsecret(fake, appid, secret, errcode):
+    answer = requests.post(f"{fake.url}/cgi-bin/stable_token", json={"appid": appid, "secret": secret}, timeout=5)
+
+    assert answer.json()["errcode"] == errcode
