@@ -24,3 +24,7 @@ def access_token_refresh(program: str, outcome: str) -> None:
 
 def rejected(program: str, error: str) -> None:
     """``wxlogin_rejected_requests_total{program, error}``: 401s on protected routes."""
+
+
+def near_cache(event: str) -> None:
+    """``wxlogin_near_cache_total{event}``: "hit", "miss" or "flush" (of every entry)."""
