@@ -52,7 +52,9 @@ from typing import Any, Callable, Dict, List, Optional, Tuple
 import redis
 from redis._parsers import _RESP2Parser
 from redis.connection import Connection, SSLConnection, UnixDomainSocketConnection
+from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
+from redis.retry import Retry
 from redis.sentinel import SentinelConnectionPool
 from redis.utils import SENTINEL
 
@@ -163,6 +165,7 @@ class NearCache:
         kwargs.update(
             parser_class=_InvalidationParser, protocol=2, client_name=None, health_check_interval=0,
             decode_responses=False, maint_notifications_config=None, maint_notifications_pool_handler=None,
+            retry=Retry(NoBackoff(), 0),  # one attempt per RECONNECT_EVERY, never a retry loop in a request
         )
         kwargs.pop("cache", None)
         kwargs.pop("cache_config", None)
@@ -321,9 +324,6 @@ class NearCache:
         self._entries.clear()
         self._sizes.clear()
         self._bytes = 0
-        for reads in self._reads.values():
-            for pending in reads:
-                pending.dirty = True
         self.stats["flushes"] += 1
         metrics.near_cache("flush")
 
