@@ -25,50 +25,133 @@ import sys
 import time
 import uuid
 from pathlib import Path
-from typing import IO, Any, Dict, List, Optional
+from typing import IO, Any, Callable, Dict, List, Optional
 
-#: How the writer revokes, in turn.
-KINDS = ("hdel", "del", "overwrite")
-#: Keys the trials cycle through, so invalidations of other keys arrive in between.
-KEYS = 16
+#: How the writer revokes, in turn: on Redis directly, and through the app.
+KINDS = {"redis": ("hdel", "del", "overwrite"), "app": ("logout", "logout_all")}
+#: Keys (users) the trials cycle through, so invalidations of other keys arrive in between.
+USERS = 16
 ROOT = Path(__file__).resolve().parent.parent
+SECRET_KEY = "revocation-proof-secret-key"
+APPID, APPSECRET = "wx00000000000000ff", "revocation-proof-appsecret"
 
 
-def writer(url: str, prefix: str) -> None:
+def _serve(handle: Callable[[List[str]], str]) -> None:
+    for line in sys.stdin:
+        _answer(sys.stdout, handle(line.split()))
+
+
+def redis_writer(url: str, prefix: str) -> None:
+    """``create <trial>`` -> ``<key> <value>``; ``<kind> <key>`` -> ``ok``."""
     import redis
 
     from flask_wxlogin.nearcache import barrier
 
     client = redis.Redis.from_url(url)
-    for line in sys.stdin:
-        op, key, value = line.split()
-        if op == "set":
+
+    def handle(words: List[str]) -> str:
+        op, arg = words
+        if op == "create":
+            key, value = f"u{int(arg) % USERS}", f"v{arg}"
             client.hset(prefix + key, "ref", value)
-        elif op == "hdel":
-            client.hdel(prefix + key, "ref")
+            barrier(client)
+            return f"{key} {value}"
+        if op == "hdel":
+            client.hdel(prefix + arg, "ref")
         elif op == "del":
-            client.delete(prefix + key)
+            client.delete(prefix + arg)
         else:
-            client.hset(prefix + key, "ref", value + "-new")
+            client.hset(prefix + arg, "ref", "overwritten")
         barrier(client)
-        _answer(sys.stdout, "ok")
+        return "ok"
+
+    _serve(handle)
 
 
-def reader(url: str, prefix: str) -> None:
+def redis_reader(url: str, prefix: str) -> None:
+    """``warm <key>`` reads twice, ``read <key>`` once -> ``<value or -> <1 if from memory>``."""
     import redis
 
     from flask_wxlogin.nearcache import NearCache
 
     client = redis.Redis.from_url(url)
     cache = NearCache.for_client(client, prefix)
-    for line in sys.stdin:
-        op, key = line.split()
+
+    def handle(words: List[str]) -> str:
+        op, key = words
         hits = cache.stats["hits"]
-        value = cache.read(prefix + key, "ref", lambda: client.hget(prefix + key, "ref"))
-        if op == "warm":  # read again: this one should come from memory
+        for _ in range(2 if op == "warm" else 1):
             value = cache.read(prefix + key, "ref", lambda: client.hget(prefix + key, "ref"))
-        hit = cache.stats["hits"] > hits
-        _answer(sys.stdout, f"{(value or b'-').decode()} {int(hit)}")
+        return f"{(value or b'-').decode()} {int(cache.stats['hits'] > hits)}"
+
+    _serve(handle)
+
+
+def _app(url: str, prefix: str, api_base: str = "http://127.0.0.1:9") -> Any:
+    """The app both processes run: Redis, the near cache on, one protected route."""
+    from flask import Flask
+
+    from flask_wxlogin import WxLogin, current_wx_user, login_required
+
+    app = Flask("revocation")
+    app.config.update(
+        SECRET_KEY=SECRET_KEY, WXLOGIN_APPID=APPID, WXLOGIN_SECRET=APPSECRET, WXLOGIN_API_BASE=api_base,
+        CACHE_TYPE="RedisCache", CACHE_REDIS_URL=url, WXLOGIN_KEY_PREFIX=prefix, WXLOGIN_NEAR_CACHE=True,
+    )
+    wxlogin = WxLogin(app)
+
+    @app.get("/me")
+    @login_required
+    def me() -> Dict[str, Any]:
+        return {"openid": current_wx_user.openid}
+
+    return app, wxlogin
+
+
+def app_writer(url: str, prefix: str) -> None:
+    """``create <trial>`` logs in -> ``<skey> <openid>``; ``logout|logout_all <skey>`` -> ``ok``."""
+    from flask_wxlogin.testing import FakeWeChat
+
+    with FakeWeChat(APPID, APPSECRET) as wechat:
+        app, wxlogin = _app(url, prefix, wechat.url)
+        client, openids = app.test_client(), {}
+
+        def handle(words: List[str]) -> str:
+            op, arg = words
+            if op == "create":
+                skey = client.post("/auth/login", json={"code": f"user-{int(arg) % USERS}"}).get_json()["data"]["skey"]
+                openids[skey] = client.get("/me", headers={"X-WX-Skey": skey}).get_json()["openid"]
+                return f"{skey} {openids[skey]}"
+            if op == "logout":
+                status = client.post("/auth/logout", headers={"X-WX-Skey": arg}).status_code
+            else:
+                with app.app_context():
+                    status = 200 if wxlogin.logout_all(openids[arg]) >= 1 else 500
+            openids.pop(arg)
+            return "ok" if status == 200 else f"failed-{status}"
+
+        _serve(handle)
+
+
+def app_reader(url: str, prefix: str) -> None:
+    """``warm <skey>`` requests twice, ``read <skey>`` once -> ``<openid or -> <1 if from memory>``."""
+    app, wxlogin = _app(url, prefix)
+    client = app.test_client()
+    with app.app_context():
+        stats = wxlogin.store.backend.near_cache.stats
+
+    def handle(words: List[str]) -> str:
+        op, skey = words
+        hits = stats["hits"]
+        for _ in range(2 if op == "warm" else 1):
+            response = client.get("/me", headers={"X-WX-Skey": skey})
+        seen = response.get_json()["openid"] if response.status_code == 200 else "-"
+        return f"{seen} {int(stats['hits'] > hits)}"
+
+    _serve(handle)
+
+
+ROLES = {"redis-writer": redis_writer, "redis-reader": redis_reader, "app-writer": app_writer, "app-reader": app_reader}
 
 
 def _answer(stream: IO[str], text: str) -> None:
@@ -82,7 +165,7 @@ def _ask(process: "subprocess.Popen[str]", line: str) -> str:
     process.stdin.flush()
     answer = process.stdout.readline()
     if not answer:
-        raise RuntimeError(f"a {line.split()[0]!r} process died")
+        raise RuntimeError(f"a process died answering {line.split()[0]!r}")
     return answer.strip()
 
 
@@ -94,28 +177,30 @@ def _role(role: str, url: str, prefix: str) -> "subprocess.Popen[str]":
     )
 
 
-def prove(url: str, trials: int, hogs: int = 0, prefix: Optional[str] = None) -> Dict[str, Any]:
-    """Run ``trials`` revocations; the counts as a dict."""
+def prove(url: str, trials: int, hogs: int = 0, prefix: Optional[str] = None, through: str = "redis") -> Dict[str, Any]:
+    """Run ``trials`` revocations (``through`` Redis directly or the app); the counts as a dict."""
     import redis
 
     prefix = prefix or f"wxlbench:rev:{uuid.uuid4().hex[:8]}:"
+    kinds = KINDS[through]
     busy = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(hogs)]
-    write, read = _role("writer", url, prefix), _role("reader", url, prefix)
+    write, read = _role(f"{through}-writer", url, prefix), _role(f"{through}-reader", url, prefix)
     stale: List[int] = []
     warm_hits = 0
     started = time.monotonic()
     try:
         for trial in range(trials):
-            key, value, kind = f"u{trial % KEYS}", f"v{trial}", KINDS[trial % len(KINDS)]
-            _ask(write, f"set {key} {value}")
-            seen, hit = _ask(read, f"warm {key}").split()
+            token, expected = _ask(write, f"create {trial}").split()
+            seen, hit = _ask(read, f"warm {token}").split()
             warm_hits += int(hit)
-            if seen != value:  # an older value served after the write: stale too
+            if seen != expected:  # not even the new session served: a stale value, or broken
                 stale.append(trial)
                 continue
-            _ask(write, f"{kind} {key} {value}")
-            seen, _ = _ask(read, f"read {key}").split()
-            if seen == value:
+            done = _ask(write, f"{kinds[trial % len(kinds)]} {token}")
+            if done != "ok":
+                raise RuntimeError(f"trial {trial}: revoking answered {done}")
+            seen, _ = _ask(read, f"read {token}").split()
+            if seen == expected:
                 stale.append(trial)
     finally:
         for process in (write, read):
@@ -130,8 +215,8 @@ def prove(url: str, trials: int, hogs: int = 0, prefix: Optional[str] = None) ->
         if names:
             client.delete(*names)
     return {
-        "trials": trials, "stale_accepts": len(stale), "first_stale": stale[:10], "warm_hits": warm_hits,
-        "hogs": hogs, "seconds": round(time.monotonic() - started, 1),
+        "through": through, "trials": trials, "stale_accepts": len(stale), "first_stale": stale[:10],
+        "warm_hits": warm_hits, "hogs": hogs, "seconds": round(time.monotonic() - started, 1),
     }
 
 
@@ -141,14 +226,15 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser.add_argument("--trials", type=int, default=40_000)
     parser.add_argument("--hogs", type=int, default=0, help="busy processes competing for the CPU")
     parser.add_argument("--prefix")
-    parser.add_argument("--role", choices=("writer", "reader"), help=argparse.SUPPRESS)
+    parser.add_argument("--through", choices=tuple(KINDS), default="redis",
+                        help="revoke on Redis directly, or through the app's logout and logout_all")
+    parser.add_argument("--role", choices=tuple(ROLES), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
-    if args.role == "writer":
-        writer(args.redis_url, args.prefix)
-    elif args.role == "reader":
-        reader(args.redis_url, args.prefix)
+    if args.role:
+        ROLES[args.role](args.redis_url, args.prefix)
     else:
-        _answer(sys.stdout, json.dumps(prove(args.redis_url, args.trials, args.hogs, args.prefix)))
+        result = prove(args.redis_url, args.trials, args.hogs, args.prefix, args.through)
+        _answer(sys.stdout, json.dumps(result))
     return 0
 
 

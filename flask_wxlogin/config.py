@@ -25,6 +25,10 @@ DEFAULTS: Dict[str, Any] = {
     "WXLOGIN_KEY_PREFIX": "wxl:",
     # More mini programs served by this app: {"staff": {"appid": ..., "secret": ...}}.
     "WXLOGIN_MINI_PROGRAMS": {},
+    # Serve repeated session reads from each process's memory, kept current by Redis's
+    # invalidations (CLIENT TRACKING); revocation stays immediate. Only with RedisCache
+    # against one Redis node reached directly: see README.rst, "Near cache".
+    "WXLOGIN_NEAR_CACHE": False,
 }
 
 #: The name of the mini program configured by WXLOGIN_APPID / WXLOGIN_SECRET.
@@ -51,6 +55,8 @@ def apply_defaults(config: Dict[str, Any]) -> None:
             raise ValueError(f"{key} must be a whole number of seconds, at least 1, not {value!r}")
     if config["WXLOGIN_SESSION_MAX_AGE"] < config["WXLOGIN_SESSION_IDLE_TIMEOUT"]:
         raise ValueError("WXLOGIN_SESSION_MAX_AGE must not be shorter than WXLOGIN_SESSION_IDLE_TIMEOUT")
+    if not isinstance(config["WXLOGIN_NEAR_CACHE"], bool):
+        raise ValueError(f"WXLOGIN_NEAR_CACHE must be True or False, not {config['WXLOGIN_NEAR_CACHE']!r}")
     for key in ("WXLOGIN_TOKEN_HEADER", "WXLOGIN_KEY_PREFIX", "WXLOGIN_API_BASE"):
         if not config[key] or not isinstance(config[key], str):
             raise ValueError(f"{key} must be a non-empty string")

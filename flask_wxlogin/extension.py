@@ -114,7 +114,8 @@ class WxLogin:
 
         try:
             config.apply_defaults(app.config)
-            self._states[app] = _AppState(app, backend_for(_cache_backend(app, cache)))
+            near_cache_prefix = app.config["WXLOGIN_KEY_PREFIX"] if app.config["WXLOGIN_NEAR_CACHE"] else None
+            self._states[app] = _AppState(app, backend_for(_cache_backend(app, cache), near_cache_prefix))
         except ValueError as exc:
             raise ConfigurationError(f"flask-wxlogin: {exc}") from None
         app.extensions["wxlogin"] = self

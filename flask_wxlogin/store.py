@@ -39,6 +39,7 @@ from flask_caching.backends.nullcache import NullCache as FlaskCachingNullCache
 
 from .config import MAIN_PROGRAM, program_settings
 from .errors import StoreUnavailable, mini_program_unknown
+from .nearcache import NearCache, barrier
 from .tokens import new_session_id
 from .user import UserId, WxUser
 
@@ -79,36 +80,59 @@ class _RedisBackend(_Backend):
     session yet, or may still have a revoked one. A ``RedisCluster`` raises
     ``RedisClusterException``, which is no ``RedisError``, when no node
     answers or a slot has no master.
+
+    With a :class:`~flask_wxlogin.nearcache.NearCache`, reads go through it,
+    and each write that ends or changes what another process may hold in
+    memory is followed by the revoker's barrier PING.
     """
 
-    def __init__(self, cache: CachelibRedisCache) -> None:
+    def __init__(self, cache: CachelibRedisCache, near_cache: Optional[NearCache] = None) -> None:
         from redis.exceptions import RedisClusterException, RedisError
 
         self._cache = cache
         self._client = cache._write_client
         self.errors = (RedisError, RedisClusterException, OSError)
+        #: The near cache in front of reads, or ``None`` (``WXLOGIN_NEAR_CACHE``).
+        self.near_cache = near_cache
 
     def _key(self, key: str) -> str:
         return self._cache._get_prefix() + key
 
     def get(self, key: str) -> Optional[bytes]:
-        return self._call(self._client.get, self._key(key))  # type: ignore[no-any-return]
+        full = self._key(key)
+        if self.near_cache is None:
+            return self._call(self._client.get, full)  # type: ignore[no-any-return]
+        return self._call(self.near_cache.read, full, "", lambda: self._client.get(full))  # type: ignore[no-any-return]
+
+    def _changed(self, *keys: str) -> None:
+        """After a write to ``keys``: drop them here, and PING so other processes see it first."""
+        if self.near_cache is not None:
+            for key in keys:
+                self.near_cache.invalidate(self._key(key))
+            self._call(barrier, self._client)
 
     def add(self, key: str, value: str, ttl: int) -> bool:
         return bool(self._call(self._client.set, self._key(key), value, ex=ttl, nx=True))
 
     def replace(self, key: str, value: str, ttl: int) -> bool:
-        return bool(self._call(self._client.set, self._key(key), value, ex=ttl, xx=True))
+        replaced = bool(self._call(self._client.set, self._key(key), value, ex=ttl, xx=True))
+        if self.near_cache is not None:
+            # A slide, no revocation: no barrier, other processes may hold the old timestamps a moment longer.
+            self.near_cache.invalidate(self._key(key))
+        return replaced
 
     def delete(self, key: str) -> None:
         self._call(self._client.delete, self._key(key))
+        self._changed(key)
 
     def set(self, key: str, value: str, ttl: int) -> None:
         self._call(self._client.set, self._key(key), value, ex=ttl)
+        self._changed(key)
 
     def delete_if_equal(self, key: str, value: str) -> None:
         # EVAL, not a registered script: a cluster would SCRIPT LOAD on every master.
         self._call(self._client.eval, _DELETE_IF_EQUAL, 1, self._key(key), value)
+        self._changed(key)
 
     def record_login(self, index: str, session_id: str, newest_key: str, session_key: str, ttl: int) -> None:
         pipe = self._client.pipeline(transaction=False)
@@ -116,6 +140,7 @@ class _RedisBackend(_Backend):
         pipe.expire(self._key(index), ttl)
         pipe.set(self._key(newest_key), session_key, ex=ttl)
         self._call(pipe.execute)
+        self._changed(index, newest_key)
 
     def index_members(self, key: str) -> List[str]:
         return [m.decode() for m in self._call(self._client.smembers, self._key(key))]
@@ -191,11 +216,23 @@ def text(value: Any) -> Optional[str]:
     return value if isinstance(value, str) else None
 
 
-def backend_for(cache: BaseCache) -> Any:
-    """The backend that keeps sessions in ``cache``; ValueError for a cache that keeps nothing."""
+def backend_for(cache: BaseCache, near_cache_prefix: Optional[str] = None) -> Any:
+    """The backend that keeps sessions in ``cache``, with a near cache for keys under
+    ``near_cache_prefix`` if given; ValueError for a cache that keeps nothing or cannot have one.
+    """
     if isinstance(cache, (NullCache, FlaskCachingNullCache)):
         raise ValueError("a NullCache keeps nothing and cannot hold login sessions")
-    return _RedisBackend(cache) if isinstance(cache, CachelibRedisCache) else _CacheBackend(cache)
+    if not isinstance(cache, CachelibRedisCache):
+        if near_cache_prefix is not None:
+            raise ValueError(
+                f"WXLOGIN_NEAR_CACHE needs RedisCache against one Redis node, not {type(cache).__name__}: "
+                "only Redis tells the other processes which sessions changed"
+            )
+        return _CacheBackend(cache)
+    near_cache = None
+    if near_cache_prefix is not None:
+        near_cache = NearCache.for_client(cache._write_client, cache._get_prefix() + near_cache_prefix)
+    return _RedisBackend(cache, near_cache)
 
 
 class SessionStore:
