@@ -8,7 +8,9 @@ it talks to the real WeChat (``CACHE_REDIS_URL`` keeps sessions in Redis).
 With none of those four set it runs in DEMO MODE: a fake WeChat on loopback
 accepts any code and logs in a demo user whose openid is derived from that
 code; sessions live in this process's memory. Any other mix is refused, so a
-deployment that forgets one setting stops instead of falling back to the demo.
+deployment that forgets one setting stops instead of falling back to the demo;
+so is a variable set but empty (``WXLOGIN_APPID=${WXLOGIN_APPID}`` in a
+template, with the variable missing).
 """
 from __future__ import annotations
 
@@ -32,10 +34,13 @@ REAL_SETTINGS = REQUIRED_SETTINGS + ("CACHE_REDIS_URL",)
 
 def create_app() -> Flask:
     app = Flask(__name__)
-    given = {name: os.environ[name] for name in REAL_SETTINGS if os.environ.get(name)}
+    given = {name: os.environ[name] for name in REAL_SETTINGS if name in os.environ}
     if not given:
         _configure_demo_mode(app)
     else:
+        empty = [name for name, value in given.items() if not value]
+        if empty:
+            raise SystemExit(f"example_app: {', '.join(empty)} set but empty: give a value or unset it")
         missing = [name for name in REQUIRED_SETTINGS if name not in given]
         if missing:
             raise SystemExit(f"example_app: set {', '.join(missing)} too (or none of {', '.join(REAL_SETTINGS)} for the demo)")

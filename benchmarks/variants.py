@@ -159,7 +159,8 @@ def ours(app: Flask, skey: Optional[str]) -> WsgiRequest:
 
 
 def forge(skey: str) -> str:
-    """``skey`` with its signature replaced by random characters of the same length."""
+    """``skey`` with its signature replaced by a random one in canonical form (so the HMAC runs)."""
     payload, dot, signature = skey.rpartition(".")
     alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
-    return payload + dot + "".join(secrets.choice(alphabet) for _ in signature)
+    random = "".join(secrets.choice(alphabet) for _ in signature[:-1])
+    return payload + dot + random + secrets.choice(alphabet[::4])

@@ -27,6 +27,15 @@ CODE = re.compile(r"[A-Za-z0-9_-]+")
 MAX_CODE_LENGTH = 128
 #: access_tokens are letters, digits, ``_`` and ``-``, some 150 characters.
 _TOKEN = re.compile(r"[A-Za-z0-9_-]{1,1024}")
+#: WeChat says 7200 s; a longer life is not WeChat (and past 2**63 Redis' SET EX fails).
+MAX_TOKEN_SECONDS = 24 * 3600
+#: An errcode sent as a string: ASCII digits only (``str.isdigit`` takes "²" and "٣").
+_ERRCODE = re.compile(r"-?[0-9]{1,10}")
+#: getuserphonenumber's fields: digits, an optional ``+`` before the country code,
+#: and in ``phoneNumber`` the spaces or dashes of a formatted number.
+_PURE_PHONE = re.compile(r"[0-9]{1,20}")
+_COUNTRY_CODE = re.compile(r"\+?[0-9]{1,4}")
+_PHONE = re.compile(r"\+?[0-9][0-9 -]{0,30}")
 
 Errcodes = Mapping[int, Tuple[int, str, str]]
 
@@ -117,10 +126,10 @@ class WeChatClient:
         )
         token: Any = answer.get("access_token")
         expires_in: Any = answer.get("expires_in")
-        if not _matches(_TOKEN, token) or isinstance(expires_in, bool) or not (
-            isinstance(expires_in, int) and expires_in > 0
-        ):
+        if not _matches(_TOKEN, token):
             raise bad_response("WeChat's answer lacks a well-formed access_token.")
+        if type(expires_in) is not int or not 0 < expires_in <= MAX_TOKEN_SECONDS:
+            raise bad_response(f"WeChat's expires_in is not a whole number of seconds up to {MAX_TOKEN_SECONDS}.")
         return token, expires_in
 
     def phone_number(self, access_token: str, code: str) -> Dict[str, Any]:
@@ -130,9 +139,12 @@ class WeChatClient:
             params={"access_token": access_token}, json={"code": code},
         )
         info: Any = answer.get("phone_info")
-        if not isinstance(info, dict) or not isinstance(info.get("phoneNumber"), str):
-            raise bad_response("WeChat's answer lacks a phone number.")
-        return {key: info.get(key) for key in ("phoneNumber", "purePhoneNumber", "countryCode")}
+        if not isinstance(info, dict) or not (
+            _matches(_PHONE, info.get("phoneNumber")) and _matches(_PURE_PHONE, info.get("purePhoneNumber"))
+            and _matches(_COUNTRY_CODE, info.get("countryCode"))
+        ):
+            raise bad_response("WeChat's answer lacks a well-formed phone number.")
+        return {key: info[key] for key in ("phoneNumber", "purePhoneNumber", "countryCode")}
 
     def check_session(self, access_token: str, openid: str, signature: str) -> bool:
         """Whether WeChat still holds the session_key that made ``signature``."""
@@ -161,9 +173,9 @@ class WeChatClient:
             raise bad_response(f"WeChat answered HTTP {status}.")
         answer = _json_object(body)
         errcode = answer.get("errcode", 0)
-        if isinstance(errcode, str) and errcode.lstrip("-").isdigit():
+        if isinstance(errcode, str) and _ERRCODE.fullmatch(errcode):
             errcode = int(errcode)
-        if isinstance(errcode, bool) or not isinstance(errcode, int):
+        if type(errcode) is not int:
             raise bad_response("WeChat's errcode is not a number.")
         if errcode:
             raise errcode_error(errcode, errcodes, path)

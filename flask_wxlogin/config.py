@@ -46,6 +46,12 @@ def apply_defaults(config: Dict[str, Any]) -> None:
     for key in ("WXLOGIN_APPID", "WXLOGIN_SECRET", "SECRET_KEY"):
         if not config.get(key) or not isinstance(config[key], (str, bytes)):
             raise ValueError(f"{key} must be set to a non-empty string")
+    fallbacks = config.get("SECRET_KEY_FALLBACKS")
+    if fallbacks is not None and not (
+        isinstance(fallbacks, (list, tuple)) and all(key and isinstance(key, (str, bytes)) for key in fallbacks)
+    ):
+        # A bare string would become one-character keys, "" an empty HMAC key: forgeable skeys.
+        raise ValueError("SECRET_KEY_FALLBACKS must be a list of non-empty strings, oldest first")
     timeout = config["WXLOGIN_HTTP_TIMEOUT"]
     if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or timeout <= 0:
         raise ValueError(f"WXLOGIN_HTTP_TIMEOUT must be a positive number of seconds, not {timeout!r}")

@@ -13,9 +13,6 @@ from .user import ANONYMOUS, AnonymousWxUser, WxUser
 
 F = TypeVar("F", bound=Callable[..., Any])
 
-#: Methods let through without a session (CORS preflight).
-EXEMPT_METHODS = frozenset({"OPTIONS"})
-
 
 @overload
 def login_required(view: F) -> F: ...
@@ -30,6 +27,10 @@ def login_required(view: Optional[F] = None, *, program: Optional[str] = None) -
     store that cannot be reached answers 503, never 401 and never access.
     ``@login_required(program="staff")`` takes only skeys of that mini
     program; bare, only those of the main one (``WXLOGIN_APPID``).
+
+    An OPTIONS request (a CORS preflight, which carries no credentials) gets
+    Flask's default OPTIONS answer and never reaches the view, even when the
+    route lists OPTIONS itself: the view never runs unauthenticated.
     """
     if view is None:
         return functools.partial(login_required, program=program)
@@ -40,8 +41,9 @@ def login_required(view: Optional[F] = None, *, program: Optional[str] = None) -
     def decorated(*args: Any, **kwargs: Any) -> Any:
         app = current_app._get_current_object()  # type: ignore[attr-defined]
         environ = request.environ
-        if environ["REQUEST_METHOD"] not in EXEMPT_METHODS:
-            g._wxlogin_user = app.extensions["wxlogin"].authenticate_environ(app, environ, program)
+        if environ["REQUEST_METHOD"] == "OPTIONS":
+            return app.make_default_options_response()
+        g._wxlogin_user = app.extensions["wxlogin"].authenticate_environ(app, environ, program)
         if is_async:
             return app.ensure_sync(view)(*args, **kwargs)
         return view(*args, **kwargs)

@@ -12,6 +12,8 @@ from typing import Any, Dict, Optional
 
 #: ``Retry-After`` seconds sent with these statuses.
 RETRY_AFTER = {429: 60, 502: 5, 503: 5, 504: 5}
+#: The ``Allow`` header of the login blueprint's 405 and OPTIONS answers.
+ALLOW = "POST, OPTIONS"
 
 
 def mini_program_unknown() -> "BadLoginRequest":

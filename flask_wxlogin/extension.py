@@ -15,7 +15,7 @@ from flask_caching import Cache
 from . import config, crypto, redact, signals
 from .access_token import SharedAccessToken
 from .client import Identity, WeChatClient, checked_code
-from .errors import RETRY_AFTER, ConfigurationError, Unauthorized, WxLoginError, mini_program_unknown
+from .errors import ALLOW, RETRY_AFTER, ConfigurationError, Unauthorized, WxLoginError, mini_program_unknown
 from .store import SessionStore, backend_for
 from .tokens import SALT, SkeySigner
 from .user import UserId, WxUser
@@ -262,7 +262,7 @@ class WxLogin:
         if error.status == 401:
             response.headers["WWW-Authenticate"] = 'Bearer realm="wxlogin"'
         if error.status == 405:
-            response.headers["Allow"] = "POST, OPTIONS"
+            response.headers["Allow"] = ALLOW
         return response
 
 

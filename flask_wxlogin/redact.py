@@ -2,6 +2,8 @@
 
 WeChat's API takes the appsecret (and the access_token) in the query
 string; urllib3 logs request URLs at DEBUG and retry warnings with the URL.
+checksession's ``signature`` is ``hmac_sha256(session_key, "")``: not the key,
+but a stable verifier of it, so it goes too.
 """
 from __future__ import annotations
 
@@ -9,7 +11,7 @@ import logging
 import re
 
 #: Query parameters whose values never reach a log record.
-SECRET_PARAMS = ("secret", "access_token", "js_code", "code", "session_key")
+SECRET_PARAMS = ("secret", "access_token", "js_code", "code", "session_key", "signature")
 
 _PARAM = re.compile(
     r"((?:^|[?&;\s\"'(]|%26|%3F)(?:" + "|".join(SECRET_PARAMS) + r")(?:=|%3D))"

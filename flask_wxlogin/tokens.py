@@ -6,12 +6,13 @@ with a key in ``SECRET_KEY_FALLBACKS`` still verify (the newest key signs).
 """
 from __future__ import annotations
 
+import base64
 import hashlib
+import re
 import secrets
 from typing import Any, Optional, Sequence, Tuple
 
-from itsdangerous import BadData, Signer
-from itsdangerous.encoding import base64_decode
+from itsdangerous import Signer
 
 from .errors import Unauthorized
 
@@ -19,8 +20,13 @@ from .errors import Unauthorized
 SALT = "flask-wxlogin.skey"
 #: Bytes of randomness in a session id: 128 bits.
 SESSION_ID_BYTES = 16
-#: Longer headers are refused before any crypto; a real skey is 66 characters.
-MAX_SKEY_LENGTH = 256
+#: Exactly what :func:`new_session_id` makes; an skey naming anything else is refused
+#: before any store read, so no signed skey can name another cache key.
+SESSION_ID = re.compile(r"[A-Za-z0-9_-]{22}")
+#: An HMAC-SHA256 as ``Signer`` writes it: 32 bytes in 43 URL-safe base64 characters,
+#: the last one's two spare bits zero. Only this form is accepted: itsdangerous'
+#: decoder would also take padding, junk characters and other spare bits.
+_SIGNATURE = re.compile(r"[A-Za-z0-9_-]{42}[AEIMQUYcgkosw048]")
 
 
 def new_session_id() -> str:
@@ -55,15 +61,16 @@ class SkeySigner:
         return self._for(secret_key, fallbacks).signer.sign(session_id).decode("ascii")
 
     def unsign(self, skey: str, secret_key: Any, fallbacks: Sequence[Any] = ()) -> str:
-        """The session id inside ``skey``, or :class:`Unauthorized` (``skey_invalid``)."""
-        if len(skey) > MAX_SKEY_LENGTH:
-            raise _invalid()
+        """The session id inside ``skey``, or :class:`Unauthorized` (``skey_invalid``).
+
+        Only an skey exactly as :meth:`sign` writes it passes, so apps may key a
+        deny-list or a rate limit on the skey string: one session, one string.
+        """
         session_id, _, signature = skey.rpartition(".")
-        try:
-            signed = session_id.encode("ascii")
-            signature_bytes = base64_decode(signature)
-        except (BadData, UnicodeError):
-            raise _invalid() from None
+        if not (SESSION_ID.fullmatch(session_id) and _SIGNATURE.fullmatch(signature)):
+            raise _invalid()
+        signed = session_id.encode("ascii")
+        signature_bytes = base64.urlsafe_b64decode(signature + "=")
         keys = self._for(secret_key, fallbacks)
         for key in keys.newest_first:
             if keys.signer.algorithm.verify_signature(key, signed, signature_bytes):

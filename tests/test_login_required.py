@@ -8,7 +8,7 @@ from flask import jsonify
 from itsdangerous import Signer
 
 from flask_wxlogin import Unauthorized, WxLoginError, current_wx_user, login_required, user_logged_out
-from flask_wxlogin.tokens import SALT
+from flask_wxlogin.tokens import SALT, new_session_id
 
 from .conftest import OPENID, SECRET_KEY, login, make_app
 
@@ -47,7 +47,8 @@ def _junk_skeys(skey: str):
         pytest.param(skey + "A", "skey_invalid", id="extended"),
         pytest.param(_forge(session_id, key="another-apps-key"), "skey_invalid", id="foreign-key"),
         pytest.param(_forge(session_id, salt="another-salt"), "skey_invalid", id="foreign-salt"),
-        pytest.param(_forge("not-a-session-we-made"), "session_expired", id="signed-unknown-session"),
+        pytest.param(_forge(new_session_id()), "session_expired", id="signed-unknown-session"),
+        pytest.param(_forge("not-a-session-we-made"), "skey_invalid", id="signed-id-of-another-format"),
         pytest.param("a" * 10_000, "skey_invalid", id="oversized"),
         pytest.param(skey + "." + "b" * 300, "skey_invalid", id="oversized-near-valid"),
         pytest.param("\u00e9\u00e8.\u00ff\u00fe", "skey_invalid", id="latin1-bytes"),

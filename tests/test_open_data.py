@@ -46,8 +46,8 @@ STABLE_TOKEN = "https://api.weixin.qq.com/cgi-bin/stable_token"
 
 
 def encrypt(data: Any, session_key: str, iv: bytes = b"0123456789abcdef", raw: bool = False) -> Dict[str, str]:
-    """What WeChat sends: ``data`` (JSON unless ``raw``) AES-128-CBC encrypted, PKCS#7 padded."""
-    plain = data if raw else json.dumps(data).encode()
+    """What WeChat sends: ``data`` (compact JSON unless ``raw``) AES-128-CBC encrypted, PKCS#7 padded."""
+    plain = data if raw else json.dumps(data, separators=(",", ":")).encode()
     padder = padding.PKCS7(128).padder()
     padded = padder.update(plain) + padder.finalize()
     encryptor = Cipher(algorithms.AES(base64.b64decode(session_key)), modes.CBC(iv)).encryptor()
@@ -203,7 +203,7 @@ def test_a_forged_iv_cannot_change_the_openid(client, wechat):
     headers = login_with_key(client, wechat, KEY_1)
     iv = b"0123456789abcdef"
     sealed = encrypt(user_info(), KEY_1, iv)
-    first_block = json.dumps(user_info()).encode()[:16]  # '{"openId": "oGZU'
+    first_block = json.dumps(user_info(), separators=(",", ":")).encode()[:16]  # '{"openId":"oGZUI'
     wanted = first_block[:-4] + b"EVIL"
     forged_iv = bytes(a ^ b ^ c for a, b, c in zip(iv, first_block, wanted))
 

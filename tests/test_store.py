@@ -183,7 +183,7 @@ def test_one_redis_command_per_protected_request_and_none_for_a_forged_skey(redi
 def test_unreachable_redis_is_503_never_401(wechat, path, method):
     app = make_app(CACHE_TYPE="RedisCache", CACHE_REDIS_URL="redis://127.0.0.1:1/0")
     with app.test_request_context():
-        skey = app.extensions["wxlogin"]._state().main.sign("some-session-id", app.config)
+        skey = app.extensions["wxlogin"]._state().main.sign("some-session-id-000000", app.config)
     started = time.monotonic()
     response = getattr(app.test_client(), method)(path, json={"code": "abc"}, headers={"X-WX-Skey": skey})
     assert time.monotonic() - started < 3
@@ -301,7 +301,7 @@ def test_a_hung_redis_cannot_hang_a_worker():
     threading.Thread(target=lambda: [held.append(listener.accept()) for _ in range(4)], daemon=True).start()
     app = make_app(CACHE_TYPE="RedisCache", CACHE_REDIS_URL=f"redis://127.0.0.1:{listener.getsockname()[1]}/0")
     with app.test_request_context():
-        skey = app.extensions["wxlogin"]._state().main.sign("some-session-id", app.config)
+        skey = app.extensions["wxlogin"]._state().main.sign("some-session-id-000000", app.config)
     started = time.monotonic()
     response = app.test_client().get("/me", headers={"X-WX-Skey": skey})
     elapsed = time.monotonic() - started
