@@ -16,7 +16,7 @@ from . import config, crypto, redact, signals
 from .access_token import SharedAccessToken
 from .client import Identity, WeChatClient, checked_code
 from .errors import ALLOW, RETRY_AFTER, ConfigurationError, Unauthorized, WxLoginError, mini_program_unknown
-from .store import SessionStore, backend_for
+from .store import SessionStore, Verbatim, backend_for
 from .tokens import SALT, SkeySigner
 from .user import UserId, WxUser
 
@@ -317,6 +317,7 @@ def _cache_backend(app: Flask, cache: Union[Cache, BaseCache, None]) -> BaseCach
             "and CACHE_REDIS_URL for production."
         )
         own.init_app(app, config={"CACHE_TYPE": "SimpleCache", "CACHE_THRESHOLD": sys.maxsize})
+        app.extensions["cache"][own].serializer = Verbatim()  # only the store uses this one
     else:
         overrides: "dict[str, Any]" = {}
         if "CACHE_KEY_PREFIX" not in app.config:

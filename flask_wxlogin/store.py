@@ -204,6 +204,23 @@ class _CacheBackend(_Backend):
             cache._remove_expired(time.time())
 
 
+class Verbatim:
+    """A cachelib serializer that keeps values as they are, for the embedded default cache.
+
+    cachelib's SimpleCache pickles every value to protect callers from
+    mutating what they stored; the store keeps only ``str``, which cannot
+    change, so the pickle round trip on each read buys nothing.
+    """
+
+    @staticmethod
+    def dumps(value: Any) -> Any:
+        return value
+
+    @staticmethod
+    def loads(value: Any) -> Any:
+        return value
+
+
 def _unavailable(exc: BaseException) -> StoreUnavailable:
     log.error("session store unavailable: %s", type(exc).__name__)
     return StoreUnavailable()

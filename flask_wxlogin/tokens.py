@@ -6,13 +6,15 @@ with a key in ``SECRET_KEY_FALLBACKS`` still verify (the newest key signs).
 """
 from __future__ import annotations
 
-import base64
 import hashlib
+import hmac
 import re
 import secrets
-from typing import Any, Optional, Sequence, Tuple
+from typing import Any, Dict, Optional, Sequence, Tuple
 
 from itsdangerous import Signer
+from itsdangerous.encoding import base64_encode
+from itsdangerous.signer import HMACAlgorithm
 
 from .errors import Unauthorized
 
@@ -27,6 +29,8 @@ SESSION_ID = re.compile(r"[A-Za-z0-9_-]{22}")
 #: the last one's two spare bits zero. Only this form is accepted: itsdangerous'
 #: decoder would also take padding, junk characters and other spare bits.
 _SIGNATURE = re.compile(r"[A-Za-z0-9_-]{42}[AEIMQUYcgkosw048]")
+#: Verified skeys remembered per key set (about 250 bytes each), so repeated requests skip the HMAC.
+VERIFIED_SKEYS = 4096
 
 
 def new_session_id() -> str:
@@ -65,29 +69,66 @@ class SkeySigner:
 
         Only an skey exactly as :meth:`sign` writes it passes, so apps may key a
         deny-list or a rate limit on the skey string: one session, one string.
+        The signature is compared in that written form, never decoded.
         """
+        keys = self._for(secret_key, fallbacks)
+        session_id = keys.verified.get(skey)
+        if session_id is not None:
+            return session_id
         session_id, _, signature = skey.rpartition(".")
         if not (SESSION_ID.fullmatch(session_id) and _SIGNATURE.fullmatch(signature)):
             raise _invalid()
-        signed = session_id.encode("ascii")
-        signature_bytes = base64.urlsafe_b64decode(signature + "=")
-        keys = self._for(secret_key, fallbacks)
+        signed, given = session_id.encode("ascii"), signature.encode("ascii")
         for key in keys.newest_first:
-            if keys.signer.algorithm.verify_signature(key, signed, signature_bytes):
+            if hmac.compare_digest(base64_encode(keys.signer.algorithm.get_signature(key, signed)), given):
+                keys.remember(skey, session_id)
                 return session_id
         raise _invalid()
 
 
-class _Keys:
-    """A ``Signer`` for one key set, and its derived keys, newest first."""
+class _PreparedHMAC(HMACAlgorithm):
+    """itsdangerous' HMAC-SHA256, with each key's padded state computed once and copied per use.
 
-    __slots__ = ("signer", "newest_first")
+    ``hmac.new`` hashes the key pads again on every call; this gives the same
+    bytes for a third less work.
+    """
+
+    def __init__(self) -> None:
+        super().__init__(hashlib.sha256)
+        self._prepared: Dict[bytes, Any] = {}
+
+    def get_signature(self, key: bytes, value: bytes) -> bytes:
+        prepared = self._prepared.get(key)
+        if prepared is None:
+            prepared = self._prepared[key] = hmac.new(key, digestmod=self.digest_method)
+        mac = prepared.copy()
+        mac.update(value)
+        return mac.digest()  # type: ignore[no-any-return]
+
+
+class _Keys:
+    """A ``Signer`` for one key set, its derived keys (newest first), and the skeys it verified.
+
+    ``verified`` maps skeys whose HMAC this key set checked to their session
+    ids, so a repeated request skips the HMAC (never the store read: a revoked
+    session is still refused). Only a verified skey enters it; it is dropped
+    with the key set when ``SECRET_KEY`` or its fallbacks change, and emptied
+    when it reaches :data:`VERIFIED_SKEYS` entries.
+    """
+
+    __slots__ = ("signer", "newest_first", "verified")
 
     def __init__(self, keys: Sequence[Any], salt: str) -> None:
         self.signer = Signer(
-            list(keys), salt=salt, key_derivation="hmac", digest_method=hashlib.sha256
+            list(keys), salt=salt, key_derivation="hmac", digest_method=hashlib.sha256, algorithm=_PreparedHMAC()
         )
         self.newest_first = [self.signer.derive_key(key) for key in reversed(self.signer.secret_keys)]
+        self.verified: Dict[str, str] = {}
+
+    def remember(self, skey: str, session_id: str) -> None:
+        if len(self.verified) >= VERIFIED_SKEYS:
+            self.verified.clear()
+        self.verified[skey] = session_id
 
 
 def _invalid() -> Unauthorized:
