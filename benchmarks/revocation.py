@@ -2,13 +2,17 @@
 
     python benchmarks/revocation.py --trials 40000 --hogs 2 --redis-url redis://127.0.0.1:6379/12
 
-A *writer* process creates a session field and a *reader* process reads it
+A *writer* process creates a session and a *reader* process reads it
 through its own :class:`flask_wxlogin.nearcache.NearCache` until it is served
-from memory. The writer then revokes it (``HDEL``: end_session; ``DEL``:
-logout_all or the last session gone; ``HSET`` of a new value: a slide or a
-rewrite) followed by its barrier PING, tells this runner, and the runner asks
-the reader at once. A *stale accept* is the reader returning the revoked
-value. ``--hogs`` busy processes compete for the CPU meanwhile.
+from memory. The writer then ends it, tells this runner, and the runner asks
+the reader at once. ``--through redis`` writes the per-user hash directly
+(``HDEL``: one session ended; ``DEL``: the user's key gone; ``HSET`` of a new
+value: a rewrite), each followed by the revokers' barrier PING; ``--through
+app`` runs the real app in both processes and ends the session by the
+logout route, ``logout_all``, ``end_session`` or eviction by a login beyond
+``WXLOGIN_MAX_SESSIONS_PER_USER``. A *stale accept* is the reader still
+accepting the ended session (or serving an older value). ``--hogs`` busy
+processes compete for the CPU meanwhile.
 
 The report is one JSON line: trials, stale accepts, how many of the reads
 before a revocation were near-cache hits (a proof where nothing was cached
@@ -28,7 +32,7 @@ from pathlib import Path
 from typing import IO, Any, Callable, Dict, List, Optional
 
 #: How the writer revokes, in turn: on Redis directly, and through the app.
-KINDS = {"redis": ("hdel", "del", "overwrite"), "app": ("logout", "logout_all")}
+KINDS = {"redis": ("hdel", "del", "overwrite"), "app": ("logout", "logout_all", "end_session", "evict")}
 #: Keys (users) the trials cycle through, so invalidations of other keys arrive in between.
 USERS = 16
 ROOT = Path(__file__).resolve().parent.parent
@@ -97,6 +101,7 @@ def _app(url: str, prefix: str, api_base: str = "http://127.0.0.1:9") -> Any:
     app.config.update(
         SECRET_KEY=SECRET_KEY, WXLOGIN_APPID=APPID, WXLOGIN_SECRET=APPSECRET, WXLOGIN_API_BASE=api_base,
         CACHE_TYPE="RedisCache", CACHE_REDIS_URL=url, WXLOGIN_KEY_PREFIX=prefix, WXLOGIN_NEAR_CACHE=True,
+        WXLOGIN_MAX_SESSIONS_PER_USER=1,  # "evict": the user's next login ends the session
     )
     wxlogin = WxLogin(app)
 
@@ -109,26 +114,42 @@ def _app(url: str, prefix: str, api_base: str = "http://127.0.0.1:9") -> Any:
 
 
 def app_writer(url: str, prefix: str) -> None:
-    """``create <trial>`` logs in -> ``<skey> <openid>``; ``logout|logout_all <skey>`` -> ``ok``."""
+    """``create <trial>`` logs in -> ``<skey> <openid>``; ``<kind> <skey>`` ends that session -> ``ok``.
+
+    Kinds: ``logout`` (the route), ``logout_all``, ``end_session`` (by its ref), ``evict`` (another
+    login of the same user, beyond ``WXLOGIN_MAX_SESSIONS_PER_USER = 1``).
+    """
     from flask_wxlogin.testing import FakeWeChat
+    from flask_wxlogin.tokens import session_ref
 
     with FakeWeChat(APPID, APPSECRET) as wechat:
         app, wxlogin = _app(url, prefix, wechat.url)
-        client, openids = app.test_client(), {}
+        client, openids, codes = app.test_client(), {}, {}
+
+        def log_in(code: str) -> str:
+            return str(client.post("/auth/login", json={"code": code}).get_json()["data"]["skey"])
 
         def handle(words: List[str]) -> str:
             op, arg = words
             if op == "create":
-                skey = client.post("/auth/login", json={"code": f"user-{int(arg) % USERS}"}).get_json()["data"]["skey"]
-                openids[skey] = client.get("/me", headers={"X-WX-Skey": skey}).get_json()["openid"]
+                code = f"user-{int(arg) % USERS}"
+                skey = log_in(code)
+                openids[skey], codes[skey] = client.get("/me", headers={"X-WX-Skey": skey}).get_json()["openid"], code
                 return f"{skey} {openids[skey]}"
+            openid, code = openids.pop(arg), codes.pop(arg)
             if op == "logout":
-                status = client.post("/auth/logout", headers={"X-WX-Skey": arg}).status_code
+                ended = client.post("/auth/logout", headers={"X-WX-Skey": arg}).status_code == 200
+            elif op == "evict":
+                log_in(code)
+                with app.app_context():
+                    ended = session_ref(arg.rpartition(".")[0]) not in {info.ref for info in wxlogin.sessions(openid)}
             else:
                 with app.app_context():
-                    status = 200 if wxlogin.logout_all(openids[arg]) >= 1 else 500
-            openids.pop(arg)
-            return "ok" if status == 200 else f"failed-{status}"
+                    if op == "logout_all":
+                        ended = wxlogin.logout_all(openid) >= 1
+                    else:
+                        ended = wxlogin.end_session(openid, session_ref(arg.rpartition(".")[0]))
+            return "ok" if ended else "not-ended"
 
         _serve(handle)
 

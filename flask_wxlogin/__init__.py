@@ -13,7 +13,7 @@ from .errors import (
 )
 from .extension import WxLogin
 from .signals import user_logged_in, user_logged_out, user_login_failed
-from .user import AnonymousWxUser, WxUser
+from .user import AnonymousWxUser, SessionInfo, WxUser
 
 __version__ = "0.3.0"
 
@@ -24,6 +24,7 @@ __all__ = [
     "ConfigurationError",
     "DecryptError",
     "Identity",
+    "SessionInfo",
     "StoreUnavailable",
     "Unauthorized",
     "WeChatError",

@@ -6,19 +6,19 @@ import logging
 import math
 import sys
 import weakref
-from typing import Any, Callable, Optional, Union
+from typing import Any, Callable, List, Optional, Union
 
 from cachelib import BaseCache
-from flask import Flask, current_app, jsonify, request
+from flask import Flask, current_app, g, has_request_context, jsonify, request
 from flask_caching import Cache
 
-from . import config, crypto, redact, signals
+from . import audit, config, crypto, redact, signals
 from .access_token import SharedAccessToken
 from .client import Identity, WeChatClient, checked_code
 from .errors import ALLOW, RETRY_AFTER, ConfigurationError, Unauthorized, WxLoginError, mini_program_unknown
-from .store import SessionStore, Verbatim, backend_for
-from .tokens import SALT, SkeySigner
-from .user import UserId, WxUser
+from .store import SessionStore, backend_for, without_pickle
+from .tokens import SESSION_ID, SkeySigner, salt_for, session_ref
+from .user import SessionInfo, UserId, WxUser
 
 log = logging.getLogger("flask_wxlogin")
 
@@ -41,8 +41,7 @@ class _Program:
         self._signers: "dict[str, SkeySigner]" = {}
 
     def _signer(self) -> SkeySigner:
-        # The main program keeps 0.1's salt, so its skeys outlive an upgrade.
-        salt = SALT if self.name == config.MAIN_PROGRAM else f"{SALT}:{self.store.settings()[0]}"
+        salt = salt_for(self.store.settings()[0])
         signer = self._signers.get(salt)
         if signer is None:
             signer = self._signers[salt] = SkeySigner(salt)
@@ -172,9 +171,12 @@ class WxLogin:
         if user_id is not None and (isinstance(user_id, bool) or not isinstance(user_id, (str, int))):
             raise TypeError("the on_login callback must return a str, an int or None")
         previous = _presented_session_id(state, chosen)
-        user = chosen.store.create(identity.openid, identity.session_key, identity.unionid, user_id)
-        if previous is not None:
-            chosen.store.revoke(previous)
+        device = (request.remote_addr, request.user_agent.string) if state.config["WXLOGIN_TRACK_DEVICES"] else None
+        user, evicted = chosen.store.create(identity.openid, identity.session_key, identity.unionid, user_id, device)
+        for ref in evicted:
+            audit.record("session_ended", program=chosen.name, openid=user.openid, ref=ref, by="eviction")
+        if previous is not None and chosen.store.revoke(previous):
+            audit.record("session_ended", program=chosen.name, openid=_openid_of(previous), ref=session_ref(previous), by="self")
         signals.user_logged_in.send(current_app._get_current_object(), user=user)  # type: ignore[attr-defined]
         return user, chosen.sign(user.session_id, state.config)
 
@@ -207,13 +209,53 @@ class WxLogin:
             raise Unauthorized()
         session_id = chosen.unsign(skey, state.config)
         user = chosen.store.load(session_id)
-        chosen.store.revoke(session_id)
-        if user is not None:
+        if user is not None and chosen.store.revoke(session_id):
+            audit.record("logout", program=chosen.name, openid=user.openid, ref=user.ref)
             signals.user_logged_out.send(current_app._get_current_object(), user=user)  # type: ignore[attr-defined]
 
     def logout_all(self, openid: str, program: Optional[str] = None) -> int:
-        """End every session of ``openid`` (inside an app context); how many there were."""
-        return self._state().program(program).store.end_all(openid)
+        """End every session of ``openid`` (inside an app context); how many were live.
+
+        Atomic against concurrent logins on Redis and the embedded cache: no
+        session that began before the call outlives it.
+        """
+        chosen = self._state().program(program)
+        count = chosen.store.end_all(openid)
+        audit.record("logout_all", program=chosen.name, openid=openid, count=count)
+        return count
+
+    # -- the devices list ------------------------------------------------------
+
+    def sessions(self, openid: str, program: Optional[str] = None) -> List[SessionInfo]:
+        """The live sessions of ``openid`` in mini ``program``, most recently seen first.
+
+        Inside a request, ``current`` marks the one whose skey it carries.
+        """
+        state = self._state()
+        chosen = state.program(program)
+        return chosen.store.sessions(openid, _current_ref(state, chosen, openid))
+
+    def end_session(self, openid: str, ref: str, program: Optional[str] = None) -> bool:
+        """End the session ``ref`` (from :meth:`sessions`) of ``openid``; whether it was live."""
+        state = self._state()
+        chosen = state.program(program)
+        ended = chosen.store.end_session(openid, ref)
+        if ended:
+            current = _current_ref(state, chosen, openid)
+            by = "admin" if current is None else "self" if current == ref else "other_device"
+            audit.record("session_ended", program=chosen.name, openid=openid, ref=ref, by=by)
+        return ended
+
+    def logout_others(self) -> int:
+        """Inside a protected request: end the user's other sessions in its mini program; how many."""
+        user = g.get("_wxlogin_user")
+        if not isinstance(user, WxUser):
+            user = self.authenticate()
+        chosen = self._state().program(user.program)
+        ended = chosen.store.end_others(user.openid, user.ref)
+        for ref in ended:
+            audit.record("session_ended", program=chosen.name, openid=user.openid, ref=ref, by="other_device")
+        return len(ended)
 
     # -- open data and server APIs ---------------------------------------------
 
@@ -291,6 +333,21 @@ def _presented_session_id(state: _AppState, program: _Program) -> Optional[str]:
         return None
 
 
+def _current_ref(state: _AppState, program: _Program, openid: str) -> Optional[str]:
+    """The ref of the request's session of ``openid`` in ``program``, if a request carries one."""
+    if not has_request_context():
+        return None
+    session_id = _presented_session_id(state, program)
+    if session_id is None or _openid_of(session_id) != openid:
+        return None
+    return session_ref(session_id)
+
+
+def _openid_of(session_id: str) -> Optional[str]:
+    named = SESSION_ID.fullmatch(session_id)
+    return None if named is None else named.group(1)
+
+
 def _immediate_retry(retries: int) -> Any:
     from redis.backoff import NoBackoff
     from redis.retry import Retry
@@ -317,7 +374,7 @@ def _cache_backend(app: Flask, cache: Union[Cache, BaseCache, None]) -> BaseCach
             "and CACHE_REDIS_URL for production."
         )
         own.init_app(app, config={"CACHE_TYPE": "SimpleCache", "CACHE_THRESHOLD": sys.maxsize})
-        app.extensions["cache"][own].serializer = Verbatim()  # only the store uses this one
+        return without_pickle(app.extensions["cache"][own])
     else:
         overrides: "dict[str, Any]" = {}
         if "CACHE_KEY_PREFIX" not in app.config:
@@ -342,4 +399,4 @@ def _cache_backend(app: Flask, cache: Union[Cache, BaseCache, None]) -> BaseCach
                 options.setdefault("sentinel_retry", _immediate_retry(0))
             overrides["CACHE_OPTIONS"] = options
         own.init_app(app, config=overrides)
-    return app.extensions["cache"][own]
+    return without_pickle(app.extensions["cache"][own])

@@ -73,7 +73,9 @@ RECONNECT_EVERY = 0.5
 #: Roughly what one entry costs beyond its key, field and value (dicts, list links).
 ENTRY_OVERHEAD = 200
 
-Loader = Callable[[], Optional[bytes]]
+#: Reads the value from Redis on a miss: bytes, or a tuple of bytes and ``None`` (an HMGET);
+#: ``None`` means there is nothing to keep.
+Loader = Callable[[], Any]
 
 
 class _InvalidationParser(_RESP2Parser):
@@ -134,7 +136,7 @@ class NearCache:
         self._lock = threading.Lock()
         self._conn: Optional[Connection] = None
         self._generation = 0
-        self._entries: "collections.OrderedDict[bytes, Dict[bytes, bytes]]" = collections.OrderedDict()
+        self._entries: "collections.OrderedDict[bytes, Dict[bytes, Any]]" = collections.OrderedDict()
         self._sizes: Dict[bytes, int] = {}
         self._bytes = 0
         self._reads: Dict[bytes, List[_Read]] = {}
@@ -173,8 +175,8 @@ class NearCache:
 
     # -- reads -------------------------------------------------------------
 
-    def read(self, key: str, field: str, load: Loader) -> Optional[bytes]:
-        """``field`` of ``key`` from memory if provably current, else from ``load`` (its HGET)."""
+    def read(self, key: str, field: str, load: Loader) -> Any:
+        """``field`` of ``key`` from memory if provably current, else from ``load`` (its HGET or HMGET)."""
         if os.getpid() != self._pid:
             self._reset(os.getpid())
         bkey, bfield = key.encode(), field.encode()
@@ -339,16 +341,22 @@ class NearCache:
         if not reads:
             del self._reads[key]
 
-    def _insert(self, key: bytes, field: bytes, value: bytes) -> None:
+    def _insert(self, key: bytes, field: bytes, value: Any) -> None:
         fields = self._entries.setdefault(key, {})
         fields[field] = value
-        size = ENTRY_OVERHEAD + len(key) + sum(len(f) + len(v) for f, v in fields.items())
+        size = ENTRY_OVERHEAD + len(key) + sum(len(f) + _weight(v) for f, v in fields.items())
         self._bytes += size - self._sizes.get(key, 0)
         self._sizes[key] = size
         self._entries.move_to_end(key)
         while self._entries and (len(self._entries) > self.max_entries or self._bytes > self.max_bytes):
             old, _ = self._entries.popitem(last=False)
             self._bytes -= self._sizes.pop(old)
+
+
+def _weight(value: Any) -> int:
+    if isinstance(value, tuple):
+        return sum(len(part) for part in value if part is not None)
+    return len(value)
 
 
 def barrier(client: Any) -> None:

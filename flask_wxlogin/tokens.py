@@ -1,11 +1,14 @@
-"""The skey: a random session id signed with itsdangerous.
+"""The skey: a session id (the user's openid and a random secret) signed with itsdangerous.
 
-The token carries nothing but the id; everything else lives server-side, so a
-session can be revoked at once. Keys come from ``SECRET_KEY``, and skeys signed
-with a key in ``SECRET_KEY_FALLBACKS`` still verify (the newest key signs).
+The token names the user and carries nothing else; the session lives
+server-side in the user's data, so it can be revoked at once. Keys come from
+``SECRET_KEY``, and skeys signed with a key in ``SECRET_KEY_FALLBACKS`` still
+verify (the newest key signs). The salt holds the mini program's AppID, so an
+skey is good for one AppID only.
 """
 from __future__ import annotations
 
+import base64
 import hashlib
 import hmac
 import re
@@ -20,22 +23,36 @@ from .errors import Unauthorized
 
 #: Distinct from every other use of SECRET_KEY (Flask's cookie session, CSRF...).
 SALT = "flask-wxlogin.skey"
-#: Bytes of randomness in a session id: 128 bits.
+#: Bytes of randomness in a session id's secret part: 128 bits.
 SESSION_ID_BYTES = 16
-#: Exactly what :func:`new_session_id` makes; an skey naming anything else is refused
+#: A session id, exactly as :func:`new_session_id` makes it: ``<openid>.<secret>``. Openids
+#: are ``[A-Za-z0-9_-]`` (the client checks them). An skey naming anything else is refused
 #: before any store read, so no signed skey can name another cache key.
-SESSION_ID = re.compile(r"[A-Za-z0-9_-]{22}")
+SESSION_ID = re.compile(r"([A-Za-z0-9_-]{1,128})\.([A-Za-z0-9_-]{22})")
+#: Characters of a session's ``ref``: 66 bits of a digest of the secret part.
+REF_LENGTH = 11
 #: An HMAC-SHA256 as ``Signer`` writes it: 32 bytes in 43 URL-safe base64 characters,
 #: the last one's two spare bits zero. Only this form is accepted: itsdangerous'
 #: decoder would also take padding, junk characters and other spare bits.
 _SIGNATURE = re.compile(r"[A-Za-z0-9_-]{42}[AEIMQUYcgkosw048]")
-#: Verified skeys remembered per key set (about 250 bytes each), so repeated requests skip the HMAC.
+#: Verified skeys remembered per key set (about 300 bytes each), so repeated requests skip the HMAC.
 VERIFIED_SKEYS = 4096
 
 
-def new_session_id() -> str:
-    """A fresh random id (URL-safe, 22 characters), unrelated to any user data."""
-    return secrets.token_urlsafe(SESSION_ID_BYTES)
+def new_session_id(openid: str) -> str:
+    """A fresh session id of user ``openid``: the openid, a dot, 22 random URL-safe characters."""
+    return f"{openid}.{secrets.token_urlsafe(SESSION_ID_BYTES)}"
+
+
+def session_ref(session_id: str) -> str:
+    """The session's public name: a digest of its secret part, useless for forging an skey."""
+    secret = session_id.rpartition(".")[2]
+    return base64.urlsafe_b64encode(hashlib.sha256(secret.encode("ascii")).digest())[:REF_LENGTH].decode("ascii")
+
+
+def salt_for(appid: str) -> str:
+    """The salt of skeys for mini program ``appid``: an skey of another AppID never verifies."""
+    return f"{SALT}:{appid}"
 
 
 class SkeySigner:
@@ -49,7 +66,7 @@ class SkeySigner:
     """
 
     def __init__(self, salt: str = SALT) -> None:
-        #: Binds skeys to one use: :data:`SALT` for the main mini program, plus ``:<appid>`` for others.
+        #: Binds skeys to one use and one AppID: :func:`salt_for`.
         self.salt = salt
         self._cached: Tuple[Tuple[Any, ...], Optional[_Keys]] = ((), None)
 

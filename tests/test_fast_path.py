@@ -11,7 +11,7 @@ from flask_wxlogin import tokens
 from flask_wxlogin.errors import Unauthorized
 from flask_wxlogin.tokens import SALT, SkeySigner, new_session_id
 
-from .conftest import SECRET_KEY, login, make_app
+from .conftest import OPENID, SECRET_KEY, SESSION_KEY, login, make_app
 
 ALPHABET = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
 
@@ -24,7 +24,7 @@ def test_prepared_hmac_signs_and_verifies_exactly_as_itsdangerous() -> None:
     plain = Signer([SECRET_KEY], salt=SALT, key_derivation="hmac", digest_method=hashlib.sha256)
     ours = SkeySigner()
     for _ in range(20):
-        session_id = new_session_id()
+        session_id = new_session_id(OPENID)
         skey = ours.sign(session_id, SECRET_KEY)
         assert skey == plain.sign(session_id).decode()
         assert ours.unsign(plain.sign(session_id).decode(), SECRET_KEY) == session_id
@@ -38,14 +38,14 @@ def _forgeries(skey: str) -> "list[str]":
         other,  # a real signature under another key
         f"{session_id}.{flipped}",  # one character off
         f"{session_id}.{ALPHABET[0] * 42}A",  # canonical form, random
-        f"{new_session_id()}.{signature}",  # the signature moved to another id
+        f"{new_session_id(OPENID)}.{signature}",  # the signature moved to another id
         skey + "=",  # padding: not the canonical form
     ]
 
 
 def test_a_forged_skey_never_enters_the_memo() -> None:
     signer = SkeySigner()
-    skey = signer.sign(new_session_id(), SECRET_KEY)
+    skey = signer.sign(new_session_id(OPENID), SECRET_KEY)
     for forged in _forgeries(skey) * 2:  # twice: the second attempt would find a remembered forgery
         with pytest.raises(Unauthorized):
             signer.unsign(forged, SECRET_KEY)
@@ -60,7 +60,7 @@ def test_a_forged_skey_never_enters_the_memo() -> None:
 
 def test_memo_belongs_to_one_key_set_and_goes_with_a_rotation() -> None:
     signer = SkeySigner()
-    skey = signer.sign(new_session_id(), "old-key")
+    skey = signer.sign(new_session_id(OPENID), "old-key")
     signer.unsign(skey, "old-key")
     with pytest.raises(Unauthorized):
         signer.unsign(skey, "new-key")  # the old key dropped: not accepted from memory
@@ -73,7 +73,7 @@ def test_memo_is_bounded(monkeypatch: Any) -> None:
     monkeypatch.setattr(tokens, "VERIFIED_SKEYS", 3)
     signer = SkeySigner()
     for _ in range(10):
-        signer.unsign(signer.sign(new_session_id(), SECRET_KEY), SECRET_KEY)
+        signer.unsign(signer.sign(new_session_id(OPENID), SECRET_KEY), SECRET_KEY)
         assert len(_memo(signer, SECRET_KEY)) <= 3
 
 
@@ -94,5 +94,5 @@ def test_the_embedded_cache_keeps_sessions_unpickled(wechat: Any) -> None:
     cache = app.extensions["cache"]
     (embedded,) = cache.values()
     (stored,) = [value for _, value in embedded._cache.values() if isinstance(value, str) and "|" in value]
-    assert stored.startswith("oGZUI0egBJY1zhBYw2KhdUfwVJJE|")
+    assert f"k={SESSION_KEY}" in stored.split("\n")
     assert client.get("/me", headers={"X-WX-Skey": skey}).get_json()["openid"] == "oGZUI0egBJY1zhBYw2KhdUfwVJJE"
