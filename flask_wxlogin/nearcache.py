@@ -176,7 +176,13 @@ class NearCache:
     # -- reads -------------------------------------------------------------
 
     def read(self, key: str, field: str, load: Loader) -> Any:
-        """``field`` of ``key`` from memory if provably current, else from ``load`` (its HGET or HMGET)."""
+        """``field`` of ``key`` from memory if provably current, else from ``load`` (its HGET or HMGET).
+
+        A key outside the tracked prefix (``WXLOGIN_KEY_PREFIX`` changed after
+        init) is always loaded: Redis would not say when it changes.
+        """
+        if not key.startswith(self.prefix):
+            return load()
         if os.getpid() != self._pid:
             self._reset(os.getpid())
         bkey, bfield = key.encode(), field.encode()

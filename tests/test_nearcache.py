@@ -122,6 +122,15 @@ def test_missing_fields_are_not_cached(shared: Harness) -> None:
     assert shared.cache.read(shared.key("nobody"), FIELD, lambda: b"x") == b"x"
 
 
+def test_keys_outside_the_tracked_prefix_are_never_kept(shared: Harness) -> None:
+    outside = "wxltest:untracked:" + shared.prefix
+    loads = []
+    for _ in range(20):
+        shared.cache.read(outside, FIELD, lambda: loads.append(1) or b"v")
+        time.sleep(0.002)
+    assert len(loads) == 20 and len(shared.cache) == 0
+
+
 def test_counts_hits_and_misses_and_reports_them_as_metrics(shared: Harness, monkeypatch: Any) -> None:
     events: List[str] = []
     monkeypatch.setattr(metrics, "near_cache", events.append)
