@@ -36,6 +36,8 @@ KINDS = {"redis": ("hdel", "del", "overwrite"), "app": ("logout", "logout_all", 
 #: Keys (users) the trials cycle through, so invalidations of other keys arrive in between.
 USERS = 16
 ROOT = Path(__file__).resolve().parent.parent
+#: Seconds the reader waits before reading a session again after a stale accept.
+RECHECK_AFTER = 0.05
 SECRET_KEY = "revocation-proof-secret-key"
 APPID, APPSECRET = "wx00000000000000ff", "revocation-proof-appsecret"
 
@@ -83,6 +85,8 @@ def redis_reader(url: str, prefix: str) -> None:
 
     def handle(words: List[str]) -> str:
         op, key = words
+        if op == "recheck":
+            time.sleep(RECHECK_AFTER)
         hits = cache.stats["hits"]
         for _ in range(2 if op == "warm" else 1):
             value = cache.read(prefix + key, "ref", lambda: client.hget(prefix + key, "ref"))
@@ -163,6 +167,8 @@ def app_reader(url: str, prefix: str) -> None:
 
     def handle(words: List[str]) -> str:
         op, skey = words
+        if op == "recheck":
+            time.sleep(RECHECK_AFTER)
         hits = stats["hits"]
         for _ in range(2 if op == "warm" else 1):
             response = client.get("/me", headers={"X-WX-Skey": skey})
@@ -206,7 +212,7 @@ def prove(url: str, trials: int, hogs: int = 0, prefix: Optional[str] = None, th
     kinds = KINDS[through]
     busy = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(hogs)]
     write, read = _role(f"{through}-writer", url, prefix), _role(f"{through}-reader", url, prefix)
-    stale: List[int] = []
+    stale: List[Dict[str, Any]] = []
     warm_hits = 0
     started = time.monotonic()
     try:
@@ -214,15 +220,19 @@ def prove(url: str, trials: int, hogs: int = 0, prefix: Optional[str] = None, th
             token, expected = _ask(write, f"create {trial}").split()
             seen, hit = _ask(read, f"warm {token}").split()
             warm_hits += int(hit)
+            kind = kinds[trial % len(kinds)]
             if seen != expected:  # not even the new session served: a stale value, or broken
-                stale.append(trial)
+                stale.append({"trial": trial, "phase": "warm", "kind": kind, "seen": seen, "hit": hit})
                 continue
-            done = _ask(write, f"{kinds[trial % len(kinds)]} {token}")
+            done = _ask(write, f"{kind} {token}")
             if done != "ok":
                 raise RuntimeError(f"trial {trial}: revoking answered {done}")
-            seen, _ = _ask(read, f"read {token}").split()
+            seen, hit = _ask(read, f"read {token}").split()
             if seen == expected:
-                stale.append(trial)
+                # Asked again a moment later: a miss now means the invalidation came late, not never.
+                again, again_hit = _ask(read, f"recheck {token}").split()
+                stale.append({"trial": trial, "phase": "revoked", "kind": kind, "seen": seen, "hit": hit,
+                              "recheck": again, "recheck_hit": again_hit})
     finally:
         for process in (write, read):
             assert process.stdin is not None
