@@ -303,29 +303,11 @@ def test_a_users_sessions_are_listed_capped_and_ended_on_the_cluster(app, cluste
 
 
 def test_logout_all_racing_logins_leaves_no_orphan_on_the_cluster(app, wechat):
-    from .test_sessions import RACE_TRIALS
+    from .test_sessions import RACE_TRIALS, logout_all, race
 
-    wxlogin = app.extensions["wxlogin"]
     orphans = 0
     for _ in range(RACE_TRIALS // 3):
-        start = threading.Barrier(2)
-        raced: Dict[str, str] = {}
-
-        def log_in() -> None:
-            start.wait()
-            raced["skey"] = login(app.test_client())
-
-        def log_out() -> None:
-            start.wait()
-            with app.app_context():
-                wxlogin.logout_all(OPENID)
-
-        threads = [threading.Thread(target=log_in), threading.Thread(target=log_out)]
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join(10)
-        with app.app_context():
-            wxlogin.logout_all(OPENID)
-        orphans += me(app, raced["skey"])[0] == 200
+        raced, _ = race(app)
+        logout_all(app)
+        orphans += me(app, raced)[0] == 200
     assert orphans == 0

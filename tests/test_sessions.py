@@ -8,9 +8,10 @@ from __future__ import annotations
 import logging
 import os
 import pickle
+import re
 import struct
 import threading
-from typing import Any, Dict, List
+from typing import Any, Dict, List, Optional, Tuple
 
 import pytest
 from flask import Flask
@@ -18,7 +19,7 @@ from flask import Flask
 from flask_wxlogin import ConfigurationError, SessionInfo, current_wx_user, login_required
 from flask_wxlogin.tokens import session_ref
 
-from .conftest import APPID, APPSECRET, OPENID, SESSION_KEY, UNIONID, login, make_app
+from .conftest import APPSECRET, OPENID, SESSION_KEY, UNIONID, login, make_app
 from .test_store import IPHONE_UA, Clock
 
 IDLE, MAX_AGE = 1000, 5000
@@ -109,37 +110,41 @@ def test_a_skey_from_before_an_appid_change_is_refused(app, wechat):
 # -- 2. logout_all is atomic against concurrent logins -------------------------------
 
 
+def race(app: Flask, older: Optional[str] = None) -> Tuple[str, Optional[int]]:
+    """Start a login and ``logout_all(OPENID)`` at once: the login's skey, and ``older``'s status right after."""
+    start = threading.Barrier(2)
+    raced: Dict[str, Any] = {"older": None}
+
+    def log_in() -> None:
+        start.wait()
+        raced["skey"] = login(app.test_client())
+
+    def log_out() -> None:
+        start.wait()
+        logout_all(app)
+        if older is not None:
+            raced["older"] = status(app, older)
+
+    threads = [threading.Thread(target=log_in), threading.Thread(target=log_out)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(10)
+    return raced["skey"], raced["older"]
+
+
 def test_logout_all_racing_logins_leaves_no_orphan(app, wechat):
     """Each trial: a session exists, then a login and a logout_all start together.
 
     After logout_all returns, the older session must be dead; after a second
     logout_all, the racing login's session too (else no logout_all can end it).
     """
-    wxlogin = app.extensions["wxlogin"]
     survivors, orphans = 0, 0
     for _ in range(RACE_TRIALS):
-        older = login(app.test_client())
-        start = threading.Barrier(2)
-        raced: Dict[str, Any] = {}
-
-        def log_in() -> None:
-            start.wait()
-            raced["skey"] = login(app.test_client())
-
-        def log_out() -> None:
-            start.wait()
-            with app.app_context():
-                wxlogin.logout_all(OPENID)
-            raced["older"] = status(app, older)
-
-        threads = [threading.Thread(target=log_in), threading.Thread(target=log_out)]
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join(10)
-        survivors += raced["older"] == 200
+        raced, older_status = race(app, login(app.test_client()))
+        survivors += older_status == 200
         logout_all(app)
-        orphans += status(app, raced["skey"]) == 200
+        orphans += status(app, raced) == 200
     assert (survivors, orphans) == (0, 0)
 
 
@@ -298,6 +303,11 @@ def test_last_seen_moves_with_the_slide(app, wechat):
     with app.app_context():
         (info,) = app.extensions["wxlogin"].sessions(OPENID)
     assert info.last_seen_at == int(app.clock.now) == info.created_at + IDLE * 0.3
+
+
+def test_a_ref_never_starts_a_command_line_option():
+    refs = {session_ref(f"{OPENID}.{secret:022d}") for secret in range(2000)}
+    assert len(refs) == 2000 and all(re.fullmatch(r"[A-Za-z0-9_]{11}", ref) for ref in refs)
 
 
 def test_a_ref_is_neither_the_skey_nor_enough_to_forge_one(app, wechat):
