@@ -22,11 +22,11 @@ LABELS = {
     "flask_login": "Flask-Login (cookie session)",
     "jwt": "Flask-JWT-Extended (header token)",
     "ours_embedded": "ours, embedded default cache",
-    "floor": "floor: bare + SECRET_KEY + 1 raw GET",
+    "floor": "floor: bare + SECRET_KEY + 1 raw HMGET",
     "ours_redis": "ours, Redis",
     "ours_near": "ours, Redis + near cache (hits)",
     "ours_forged": "ours, forged skey → 401",
-    "control": "control: ours, embedded cache, view does the floor's GET",
+    "control": "control: ours, embedded cache, view does the floor's HMGET",
     "floor_spin": f"control: floor + {BUSY_WAIT_US} µs busy-wait in the view",
 }
 #: Requests replayed while MONITOR counts Redis commands.
@@ -145,10 +145,10 @@ def markdown(result: Dict[str, Any]) -> List[str]:
         "the prefix.",
         f"- ours on the embedded cache minus bare + SECRET_KEY: {result['embedded_minus_bare_sk'].text()} µs "
         "(a hot loop: every cache line stays warm).",
-        f"- Controls, minus the floor: ours on the embedded cache plus the floor's GET "
+        f"- Controls, minus the floor: ours on the embedded cache plus the floor's HMGET "
         f"{result['control_minus_floor'].text()} µs; a {BUSY_WAIT_US} µs busy-wait "
         f"{result['spin_minus_floor'].text()} µs. If the first matches ours on Redis, the Redis backend adds "
-        "nothing beyond its one GET, and the excess over the embedded figure is our Python work running "
+        "nothing beyond its one HMGET, and the excess over the embedded figure is our Python work running "
         "after a blocking round trip (colder CPU caches); a busy-wait, which touches almost no memory, "
         "adds only its own length.",
         f"- Redis commands (MONITOR, {commands['requests']} requests each): valid skey "

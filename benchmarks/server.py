@@ -34,7 +34,7 @@ log = logging.getLogger("benchmarks")
 HOST = "127.0.0.1"
 LABELS = {
     "bare": "bare route",
-    "floor": "floor: bare + 1 raw GET",
+    "floor": "floor: bare + 1 raw HMGET",
     "floor_spin": f"control: floor + {BUSY_WAIT_US} µs busy-wait",
     "jwt": "Flask-JWT-Extended",
     "ours": "ours, Redis",

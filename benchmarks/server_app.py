@@ -4,7 +4,7 @@ One app, one config (``SECRET_KEY`` set, sessions in Redis), routes that
 differ only in how they decide who is asking:
 
 - ``/bare``: no check.
-- ``/floor``: one raw redis-py GET of a copy of a session record.
+- ``/floor``: one raw redis-py HMGET of a copy of a session record.
 - ``/floor_spin``: the floor plus a busy-wait as long as the Redis target allows (a control).
 - ``/jwt``: Flask-JWT-Extended's ``@jwt_required()``; ``POST /jwt/token`` issues a token.
 - ``/ours``: ``flask_wxlogin.login_required``; ``POST /auth/login`` logs in via ``WXLBENCH_API_BASE``.
@@ -24,7 +24,7 @@ from flask import Flask
 from werkzeug.middleware.dispatcher import DispatcherMiddleware
 from flask_jwt_extended import JWTManager, create_access_token, get_jwt_identity, jwt_required
 
-from common import BUSY_WAIT_US, FLOOR_KEY, KEY_PREFIX, OPENID, REDIS_URL, busy_wait, redis_client
+from common import BUSY_WAIT_US, KEY_PREFIX, OPENID, REDIS_URL, busy_wait, floor_read, redis_client
 from flask_wxlogin import WxLogin, current_wx_user, login_required
 
 
@@ -58,12 +58,12 @@ def _create_app(name: str, **config: Any) -> Flask:
 
     @app.get("/floor")
     def floor() -> Dict[str, Any]:
-        client.get(FLOOR_KEY)
+        floor_read(client)
         return {"openid": OPENID}
 
     @app.get("/floor_spin")
     def floor_spin() -> Dict[str, Any]:
-        client.get(FLOOR_KEY)
+        floor_read(client)
         busy_wait(BUSY_WAIT_US)
         return {"openid": OPENID}
 

@@ -17,7 +17,7 @@ from .access_token import SharedAccessToken
 from .client import Identity, WeChatClient, checked_code
 from .errors import ALLOW, RETRY_AFTER, ConfigurationError, Unauthorized, WxLoginError, mini_program_unknown
 from .store import SessionStore, backend_for, without_pickle
-from .tokens import SESSION_ID, SkeySigner, salt_for, session_ref
+from .tokens import SkeySigner, openid_of, salt_for, session_ref
 from .user import SessionInfo, UserId, WxUser
 
 log = logging.getLogger("flask_wxlogin")
@@ -176,7 +176,9 @@ class WxLogin:
         for ref in evicted:
             audit.record("session_ended", program=chosen.name, openid=user.openid, ref=ref, by="eviction")
         if previous is not None and chosen.store.revoke(previous):
-            audit.record("session_ended", program=chosen.name, openid=_openid_of(previous), ref=session_ref(previous), by="self")
+            audit.record(
+                "session_ended", program=chosen.name, openid=openid_of(previous), ref=session_ref(previous), by="self"
+            )
         signals.user_logged_in.send(current_app._get_current_object(), user=user)  # type: ignore[attr-defined]
         return user, chosen.sign(user.session_id, state.config)
 
@@ -338,14 +340,9 @@ def _current_ref(state: _AppState, program: _Program, openid: str) -> Optional[s
     if not has_request_context():
         return None
     session_id = _presented_session_id(state, program)
-    if session_id is None or _openid_of(session_id) != openid:
+    if session_id is None or openid_of(session_id) != openid:
         return None
     return session_ref(session_id)
-
-
-def _openid_of(session_id: str) -> Optional[str]:
-    named = SESSION_ID.fullmatch(session_id)
-    return None if named is None else named.group(1)
 
 
 def _immediate_retry(retries: int) -> Any:
@@ -374,7 +371,6 @@ def _cache_backend(app: Flask, cache: Union[Cache, BaseCache, None]) -> BaseCach
             "and CACHE_REDIS_URL for production."
         )
         own.init_app(app, config={"CACHE_TYPE": "SimpleCache", "CACHE_THRESHOLD": sys.maxsize})
-        return without_pickle(app.extensions["cache"][own])
     else:
         overrides: "dict[str, Any]" = {}
         if "CACHE_KEY_PREFIX" not in app.config:

@@ -49,7 +49,7 @@ from flask_caching.backends.nullcache import NullCache as FlaskCachingNullCache
 from .config import MAIN_PROGRAM, program_settings
 from .errors import StoreUnavailable, mini_program_unknown
 from .nearcache import NearCache, barrier
-from .tokens import REF_LENGTH, SESSION_ID, new_session_id, session_ref
+from .tokens import REF_LENGTH, new_session_id, openid_of, session_ref
 from .user import SessionInfo, UserId, WxUser
 
 log = logging.getLogger("flask_wxlogin")
@@ -263,7 +263,7 @@ class _RedisBackend(_Backend):
 
     def fields(self, key: str) -> Dict[str, str]:
         found = self._call(self._client.hgetall, self._key(key))
-        return {name.decode(): value.decode("utf-8", "replace") for name, value in found.items()}
+        return {text(name): text(value) for name, value in found.items()}  # type: ignore[misc]
 
     def slide(self, key: str, ref: str, record: str, rules: Rules) -> bool:
         ttl = rules.remaining(record)
@@ -558,10 +558,9 @@ class SessionStore:
 
     def load(self, session_id: str) -> Optional[WxUser]:
         """The live session with this id, or ``None`` if it expired, was ended or never was."""
-        named = SESSION_ID.fullmatch(session_id)
-        if named is None:
+        openid = openid_of(session_id)
+        if openid is None:
             return None
-        openid = named.group(1)
         appid, _, prefix = self.settings()
         key, ref = prefix + openid, session_ref(session_id)
         record, unionid = self.backend.read(key, ref)
@@ -604,8 +603,8 @@ class SessionStore:
 
     def revoke(self, session_id: str) -> bool:
         """End the session with this id; whether it was live. Ending one that is gone is not an error."""
-        named = SESSION_ID.fullmatch(session_id)
-        return named is not None and self.end_session(named.group(1), session_ref(session_id))
+        openid = openid_of(session_id)
+        return openid is not None and self.end_session(openid, session_ref(session_id))
 
     def end_session(self, openid: str, ref: str) -> bool:
         """End ``openid``'s session ``ref``; whether it was live."""

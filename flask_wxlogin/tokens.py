@@ -29,7 +29,7 @@ SESSION_ID_BYTES = 16
 #: are ``[A-Za-z0-9_-]`` (the client checks them). An skey naming anything else is refused
 #: before any store read, so no signed skey can name another cache key.
 SESSION_ID = re.compile(r"([A-Za-z0-9_-]{1,128})\.([A-Za-z0-9_-]{22})")
-#: Characters of a session's ``ref``: 66 bits of a digest of the secret part.
+#: Characters of a session's ``ref`` (``[A-Za-z0-9_]``): about 65 bits of a digest of the secret part.
 REF_LENGTH = 11
 #: An HMAC-SHA256 as ``Signer`` writes it: 32 bytes in 43 URL-safe base64 characters,
 #: the last one's two spare bits zero. Only this form is accepted: itsdangerous'
@@ -44,10 +44,21 @@ def new_session_id(openid: str) -> str:
     return f"{openid}.{secrets.token_urlsafe(SESSION_ID_BYTES)}"
 
 
+def openid_of(session_id: str) -> Optional[str]:
+    """The openid a session id names, or ``None`` if it is not shaped like one we issue."""
+    named = SESSION_ID.fullmatch(session_id)
+    return None if named is None else named.group(1)
+
+
 def session_ref(session_id: str) -> str:
-    """The session's public name: a digest of its secret part, useless for forging an skey."""
+    """The session's public name: a digest of its secret part, useless for forging an skey.
+
+    URL-safe base64 with ``_`` for ``-``: a ref never starts with a dash, so
+    it can follow a command on a command line.
+    """
     secret = session_id.rpartition(".")[2]
-    return base64.urlsafe_b64encode(hashlib.sha256(secret.encode("ascii")).digest())[:REF_LENGTH].decode("ascii")
+    digest = base64.urlsafe_b64encode(hashlib.sha256(secret.encode("ascii")).digest())[:REF_LENGTH]
+    return digest.decode("ascii").replace("-", "_")
 
 
 def salt_for(appid: str) -> str:

@@ -281,3 +281,33 @@ def test_a_hung_sentinel_cannot_hang_a_worker(hung_server, wechat):
     assert answer, "the login was still waiting for the sentinel after 15 s"
     assert answer["status"] == 503
     assert answer["seconds"] <= BOUND
+
+
+# -- a user's sessions: one key, so one slot, so every script is atomic ---------------------
+
+
+def test_a_users_sessions_are_listed_capped_and_ended_on_the_cluster(app, cluster_db, wechat):
+    app.config["WXLOGIN_MAX_SESSIONS_PER_USER"] = 2
+    client = app.test_client()
+    first = login(client)
+    app.clock.now += 1
+    second, third = login(client), login(client)  # the first is evicted
+    with app.test_request_context(headers={"X-WX-Skey": third}):
+        wxlogin = app.extensions["wxlogin"]
+        assert {(info.ref, info.current) for info in wxlogin.sessions(OPENID)} == {
+            (ref_of(second), False), (ref_of(third), True),
+        }
+        assert wxlogin.end_session(OPENID, ref_of(second)) is True
+    assert [me(app, skey)[0] for skey in (first, second, third)] == [401, 401, 200]
+    assert cluster_db.hlen(session_key(app, third)) == 4  # the third's record, k, and its two device fields
+
+
+def test_logout_all_racing_logins_leaves_no_orphan_on_the_cluster(app, wechat):
+    from .test_sessions import RACE_TRIALS, logout_all, race
+
+    orphans = 0
+    for _ in range(RACE_TRIALS // 3):
+        raced, _ = race(app)
+        logout_all(app)
+        orphans += me(app, raced)[0] == 200
+    assert orphans == 0
