@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import io
+import os
 import random
 import secrets
 import statistics
@@ -20,7 +21,9 @@ BENCH_DIR = Path(__file__).resolve().parent
 RESULTS_DIR = BENCH_DIR / "results"
 
 REDIS_HOST = "127.0.0.1"
-REDIS_PORT = 6379
+#: ``WXLBENCH_REDIS_PORT`` points the whole suite (gunicorn workers included) at another local server,
+#: e.g. a private one when other runs share 6379.
+REDIS_PORT = int(os.environ.get("WXLBENCH_REDIS_PORT", "6379"))
 REDIS_DB = 12
 REDIS_URL = f"redis://{REDIS_HOST}:{REDIS_PORT}/{REDIS_DB}"
 #: Every key the suite writes starts with this; cleanup deletes exactly these.
