@@ -100,7 +100,8 @@ class DecryptError(WxLoginError):
     ``error`` is ``session_key_stale`` when no key we hold decrypts it (the
     client should call ``wx.login``, then retry once), ``data_malformed`` for
     bad base64 or lengths, ``watermark_mismatch`` for another app's data,
-    ``openid_mismatch`` for another user's.
+    ``openid_mismatch`` for another user's, ``data_tampered`` when the first
+    block is not what WeChat writes (the client altered the ``iv``).
     """
 
     status = 400

@@ -133,6 +133,19 @@ def test_half_configured_credentials_fail_instead_of_falling_back_to_demo(real_e
     assert demo_warnings(caplog) == []
 
 
+@pytest.mark.parametrize("empty", ["all", "WXLOGIN_APPID", "WXLOGIN_SECRET", "SECRET_KEY", "CACHE_REDIS_URL"])
+def test_set_but_empty_settings_are_refused_not_the_demo(monkeypatch, caplog, empty):
+    """``WXLOGIN_APPID=${WXLOGIN_APPID}`` in a template, the variable missing: not the demo."""
+    real = {**REAL_ENV, "CACHE_REDIS_URL": "redis://127.0.0.1:6379/13"}
+    for name in example_app.REAL_SETTINGS:
+        monkeypatch.setenv(name, "" if empty in ("all", name) else real[name])
+
+    with pytest.raises(SystemExit, match="set but empty"):
+        example_app.create_app()
+
+    assert demo_warnings(caplog) == []
+
+
 @pytest.mark.parametrize("only", ["SECRET_KEY", "CACHE_REDIS_URL"])
 def test_any_real_setting_alone_rules_out_demo_mode(monkeypatch, caplog, only):
     for name in example_app.REAL_SETTINGS:

@@ -29,13 +29,14 @@ def _free_port() -> int:
 
 
 @pytest.fixture(scope="module")
-def server(stub) -> Iterator[Tuple[str, int]]:
+def server(stub, tmp_path_factory) -> Iterator[Tuple[str, int]]:
     port = _free_port()
+    log = (tmp_path_factory.mktemp("gunicorn") / "stderr.log").open("w+b")
     env = {**os.environ, "PYTHONPATH": str(ROOT), "WXLOGIN_API_BASE": stub.url}
     process = subprocess.Popen(
         [sys.executable, "-m", "gunicorn", "--workers", "1", "--bind", f"127.0.0.1:{port}",
          "--timeout", "10", "--graceful-timeout", "1", "tests.gunicorn_app:app"],
-        cwd=str(ROOT), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+        cwd=str(ROOT), env=env, stdout=subprocess.DEVNULL, stderr=log,
     )
     deadline = time.monotonic() + 20
     while True:
@@ -43,13 +44,13 @@ def server(stub) -> Iterator[Tuple[str, int]]:
             socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
             break
         except OSError:
-            assert process.poll() is None, process.stderr.read().decode()
+            assert process.poll() is None, log.seek(0) or log.read().decode()
             assert time.monotonic() < deadline, "gunicorn did not start"
             time.sleep(0.1)
     yield "127.0.0.1", port
     process.terminate()
     process.wait(10)
-    process.stderr.close()
+    log.close()
 
 
 def exchange(server: Tuple[str, int], head: bytes, body: bytes, close_write: bool = True) -> Tuple[int, dict, bytes]:

@@ -9,22 +9,23 @@ import hashlib
 import hmac
 import json
 import logging
-import re
 from typing import Any, Dict, List
 
 import pytest
 from cryptography.hazmat.primitives import padding
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 from flask import Flask
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from flask_wxlogin import ConfigurationError, DecryptError, WeChatError, current_wx_user, login_required
 from flask_wxlogin.crypto import decrypt
 from flask_wxlogin.redact import redact
 from flask_wxlogin.store import SessionStore
 from flask_wxlogin.testing import FakeWeChat
-from flask_wxlogin.tokens import SESSION_ID, SkeySigner, new_session_id, salt_for
+from flask_wxlogin.tokens import _SIGNATURE, SESSION_ID, SkeySigner, new_session_id, salt_for
 
-from .conftest import API, APPID, CODE, OPENID, SECRET_KEY, login, make_app
+from .conftest import APPID, CODE, OPENID, SECRET_KEY, login, make_app
 
 WECHAT = "https://api.weixin.qq.com"
 STABLE_TOKEN = WECHAT + "/cgi-bin/stable_token"
@@ -64,14 +65,30 @@ def test_item1_an_odd_errcode_from_stable_token_writes_the_failure_marker(reques
     app = make_app()
     endpoint = requests_mock.post(STABLE_TOKEN, json={"errcode": "\u00b2", "errmsg": "odd"})
 
+    assert _token_errors(app, 3) == [(502, "wechat_bad_response")] * 3
+    assert endpoint.call_count == 1
+
+
+def _token_errors(app: Flask, calls: int) -> List[tuple]:
+    """``(status, error)`` of each of ``calls`` calls to ``access_token()``, each of which must fail."""
     errors = []
-    for _ in range(3):
+    for _ in range(calls):
         with app.app_context(), pytest.raises(WeChatError) as caught:
             app.extensions["wxlogin"].access_token()
         errors.append((caught.value.status, caught.value.error))
+    return errors
 
-    assert errors == [(502, "wechat_bad_response")] * 3
-    assert endpoint.call_count == 1
+
+# -- 2. the body limit (the gunicorn cases are in test_gunicorn_bodies.py) ------------------
+
+@pytest.mark.parametrize("size, status", [(4096, 200), (4097, 413)])
+def test_item2_the_body_limit_is_4096_bytes_exactly(client, wechat, size, status):
+    body = json.dumps({"code": CODE}).encode()
+    body = body[:-1] + b" " * (size - len(body)) + b"}"
+
+    response = client.post("/auth/login", data=body, content_type="application/json")
+
+    assert response.status_code == status, response.get_json()
 
 
 # -- 3. OPTIONS under login_required -------------------------------------------------
@@ -241,6 +258,20 @@ def test_item6_only_the_skey_as_issued_authenticates(client, wechat, variant):
     assert _error(response) == (401, "skey_invalid")
 
 
+@settings(max_examples=500, deadline=None)
+@given(signature=st.text(alphabet=_ALPHABET, min_size=43, max_size=43)
+       | st.text(alphabet=_ALPHABET + "=+/.!", min_size=40, max_size=46))
+def test_item6_the_signature_form_is_exactly_one_that_re_encodes_to_itself(signature):
+    """The cheap check (a regex) accepts exactly the signatures that decode and re-encode unchanged."""
+    try:
+        decoded = base64.urlsafe_b64decode(signature + "=" * (-len(signature) % 4))
+        round_trips = len(decoded) == 32 and base64.urlsafe_b64encode(decoded).rstrip(b"=").decode() == signature
+    except ValueError:
+        round_trips = False
+
+    assert bool(_SIGNATURE.fullmatch(signature)) == round_trips
+
+
 # -- 7. hostile answers from WeChat ------------------------------------------------------
 
 @pytest.mark.parametrize("expires_in", [10 ** 20, 2 ** 63, 2 ** 31, 86401, 0, -5, "7200", 7200.5])
@@ -249,13 +280,7 @@ def test_item7_an_absurd_expires_in_is_a_bad_response_with_a_failure_marker(
 ):
     endpoint = requests_mock.post(STABLE_TOKEN, json={"access_token": "token-1", "expires_in": expires_in})
 
-    errors = []
-    for _ in range(2):
-        with redis_app.app_context(), pytest.raises(WeChatError) as caught:
-            redis_app.extensions["wxlogin"].access_token()
-        errors.append((caught.value.status, caught.value.error))
-
-    assert errors == [(502, "wechat_bad_response")] * 2
+    assert _token_errors(redis_app, 2) == [(502, "wechat_bad_response")] * 2
     assert endpoint.call_count == 1
     assert not [r for r in caplog.records if "store" in r.getMessage().lower()]
 
@@ -362,6 +387,7 @@ def test_item9_options_advertises_post_and_options_only(staff_client, path):
     response = staff_client.options(path)
 
     assert response.status_code == 200 and response.headers["Allow"] == "POST, OPTIONS"
+    assert response.get_data() == b""
 
 
 @pytest.mark.parametrize("method", ["POST", "OPTIONS", "HEAD"] + OTHER_METHODS)
@@ -373,6 +399,16 @@ def test_item9_an_unknown_program_is_404_for_every_method(staff_client, wechat, 
     if method != "HEAD":
         assert _error(response) == (404, "mini_program_unknown")
     assert wechat.calls == 0
+
+
+@pytest.mark.parametrize("prefix", ["/api/wx", "/api/wx/", "/"])
+def test_item9_the_other_method_rules_follow_the_url_prefix(wechat, prefix):
+    client = make_app(WXLOGIN_URL_PREFIX=prefix).test_client()
+    base = prefix.rstrip("/")
+
+    assert _error(client.open(base + "/login", method="PROPFIND")) == (405, "method_not_allowed")
+    assert client.options(base + "/logout").headers["Allow"] == "POST, OPTIONS"
+    assert client.post(base + "/login", json={"code": CODE}).status_code == 200
 
 
 # -- 10. bare JSON scalars -----------------------------------------------------------------
@@ -398,18 +434,4 @@ def test_item10_a_code_as_a_bare_body_a_json_string_or_an_object_still_logs_in(c
     assert response.status_code == 200 and wechat.last_query["js_code"] == [CODE]
 
 
-# -- 11. example_app.py: set-but-empty variables --------------------------------------------
-
-@pytest.mark.parametrize("empty", ["all", "WXLOGIN_APPID", "WXLOGIN_SECRET", "SECRET_KEY", "CACHE_REDIS_URL"])
-def test_item11_set_but_empty_settings_are_refused_not_the_demo(monkeypatch, caplog, empty):
-    import example_app
-
-    real = {"WXLOGIN_APPID": "wxreal", "WXLOGIN_SECRET": "real-secret", "SECRET_KEY": "real-key",
-            "CACHE_REDIS_URL": "redis://127.0.0.1:6379/13"}
-    for name in example_app.REAL_SETTINGS:
-        monkeypatch.setenv(name, "" if empty in ("all", name) else real[name])
-
-    with pytest.raises(SystemExit, match="empty"):
-        example_app.create_app()
-
-    assert not [r for r in caplog.records if "DEMO MODE" in r.getMessage()]
+# -- 11. example_app.py: set-but-empty variables: test_example_app.py::test_set_but_empty_settings_are_refused_not_the_demo
