@@ -262,7 +262,7 @@ class _RedisBackend(_Backend):
 class _CacheBackend(_Backend):
     """Any other cachelib cache, through its public API.
 
-    A user's fields are one text value, ``name=value`` lines, rewritten
+    A user's fields are one text value, ``\nname=value`` lines, rewritten
     whole under a lock of this process: exact for threads sharing one cache
     object (the embedded default). Across processes (FileSystemCache,
     Memcached) two rewrites may race and one be lost. A lost login loses its
@@ -309,18 +309,21 @@ class _CacheBackend(_Backend):
     # -- a user's sessions ---------------------------------------------------------
 
     def read(self, key: str, ref: str) -> Tuple[Optional[str], Optional[str]]:
-        found = self.fields(key)
-        return found.get(ref), found.get(UNIONID)
+        value = self._call(self._cache.get, key)
+        if not isinstance(value, str):
+            return None, None
+        return _line(value, ref), _line(value, UNIONID)
 
     def field(self, key: str, name: str) -> Optional[str]:
-        return self.fields(key).get(name)
+        value = self.get(key)
+        return _line(value, name) if value else None
 
     def fields(self, key: str) -> Dict[str, str]:
         value = self.get(key)
         if not value:
             return {}
         try:
-            return dict(line.split("=", 1) for line in value.split("\n"))  # type: ignore[misc]
+            return dict(line.split("=", 1) for line in value.split("\n")[1:])  # type: ignore[misc]
         except ValueError:
             log.warning("unreadable per-user session data; treating it as none")
             return {}
@@ -380,7 +383,7 @@ class _CacheBackend(_Backend):
         if ttl == 0:
             self.delete(key)
         else:
-            self.set(key, "\n".join(f"{name}={value}" for name, value in found.items()), ttl)
+            self.set(key, "".join(f"\n{name}={value}" for name, value in found.items()), ttl)
 
     def _count_new_key(self) -> None:
         """Every :attr:`SWEEP_EVERY` new users, drop expired entries: with no size threshold, cachelib never prunes."""
@@ -390,6 +393,16 @@ class _CacheBackend(_Backend):
             cache: Any = self._cache
             with getattr(cache, "_lock", contextlib.nullcontext()):
                 cache._remove_expired(time.time())
+
+
+def _line(value: str, name: str) -> Optional[str]:
+    """The value of field ``name`` in a user's text, without parsing the rest (the read of every request)."""
+    start = value.find("\n" + name + "=")
+    if start < 0:
+        return None
+    start += len(name) + 2
+    end = value.find("\n", start)
+    return value[start:] if end < 0 else value[start:end]
 
 
 def _drop(found: Dict[str, str], ref: str) -> None:
@@ -529,13 +542,13 @@ class SessionStore:
         except (ValueError, UnicodeError):
             log.warning("unreadable session record; treating it as no session")
             return None
-        rules = self.rules()
-        idle_for = rules.now - session.refreshed_at
-        if rules.now - session.created_at >= rules.max_age or idle_for >= rules.idle:
+        config, now = self.config, int(self.clock())
+        idle, idle_for = config["WXLOGIN_SESSION_IDLE_TIMEOUT"], now - session.refreshed_at
+        if now - session.created_at >= config["WXLOGIN_SESSION_MAX_AGE"] or idle_for >= idle:
             return None
-        if idle_for >= rules.idle * REFRESH_FRACTION:
-            session.refreshed_at = rules.now
-            if not self.backend.slide(key, ref, _encode(session), rules):
+        if idle_for >= idle * REFRESH_FRACTION:
+            session.refreshed_at = now
+            if not self.backend.slide(key, ref, _encode(session), self.rules()):
                 return None
         return session
 

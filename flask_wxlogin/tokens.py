@@ -8,7 +8,8 @@ skey is good for one AppID only.
 """
 from __future__ import annotations
 
-import base64
+import binascii
+import functools
 import hashlib
 import re
 import secrets
@@ -27,6 +28,7 @@ SESSION_ID_BYTES = 16
 SESSION_ID = re.compile(r"([A-Za-z0-9_-]{1,128})\.([A-Za-z0-9_-]{22})")
 #: Characters of a session's ``ref`` (``[A-Za-z0-9_]``): about 65 bits of a digest of the secret part.
 REF_LENGTH = 11
+_REF_ALPHABET = bytes.maketrans(b"+/", b"__")
 #: Longer headers are refused before any crypto; a real skey is about 95 characters.
 MAX_SKEY_LENGTH = 256
 
@@ -42,15 +44,17 @@ def openid_of(session_id: str) -> Optional[str]:
     return None if named is None else named.group(1)
 
 
+@functools.lru_cache(maxsize=4096)
 def session_ref(session_id: str) -> str:
     """The session's public name: a digest of its secret part, useless for forging an skey.
 
-    URL-safe base64 with ``_`` for ``-``: a ref never starts with a dash, so
-    it can follow a command on a command line.
+    Base64 with ``_`` for both ``+`` and ``/``: URL-safe, and never starting
+    with a dash, so it can follow a command on a command line. Each protected
+    request needs its session's ref, and a client sends the same skey again
+    and again: the cache saves the hash on all but the first.
     """
-    secret = session_id.rpartition(".")[2]
-    digest = base64.urlsafe_b64encode(hashlib.sha256(secret.encode("ascii")).digest())[:REF_LENGTH]
-    return digest.decode("ascii").replace("-", "_")
+    digest = hashlib.sha256(session_id.rpartition(".")[2].encode("ascii")).digest()[:9]
+    return binascii.b2a_base64(digest, newline=False)[:REF_LENGTH].translate(_REF_ALPHABET).decode("ascii")
 
 
 def salt_for(appid: str) -> str:
