@@ -48,7 +48,7 @@ from flask_caching.backends.nullcache import NullCache as FlaskCachingNullCache
 
 from .config import MAIN_PROGRAM, program_settings
 from .errors import StoreUnavailable, mini_program_unknown
-from .tokens import REF_LENGTH, new_session_id, openid_of, session_ref
+from .tokens import OPENID, REF, REF_LENGTH, new_session_id, split_session_id
 from .user import SessionInfo, UserId, WxUser
 
 log = logging.getLogger("flask_wxlogin")
@@ -491,9 +491,12 @@ class SessionStore:
             raise mini_program_unknown()
         return settings
 
-    def user_key(self, openid: str) -> str:
-        """The key of ``openid``'s sessions in this mini program."""
-        return self.key_prefix + openid
+    def user_key(self, openid: str) -> Optional[str]:
+        """The key of ``openid``'s sessions in this mini program; ``None`` for what is no openid.
+
+        Checked, because a string with a ``:`` would name another program's key.
+        """
+        return self.key_prefix + openid if OPENID.fullmatch(openid) else None
 
     def rules(self) -> Rules:
         config = self.config
@@ -529,11 +532,12 @@ class SessionStore:
 
     def load(self, session_id: str) -> Optional[WxUser]:
         """The live session with this id, or ``None`` if it expired, was ended or never was."""
-        openid = openid_of(session_id)
-        if openid is None:
+        parts = split_session_id(session_id)
+        if parts is None:
             return None
+        openid, ref = parts
         appid, _, prefix = self.settings()
-        key, ref = prefix + openid, session_ref(session_id)
+        key = prefix + openid
         record, unionid = self.backend.read(key, ref)
         if record is None:
             return None
@@ -554,11 +558,13 @@ class SessionStore:
 
     def newest_session_key(self, openid: str) -> Optional[str]:
         """The session_key of ``openid``'s latest login here, while any session could use it."""
-        return self.backend.field(self.user_key(openid), NEWEST_KEY) or None
+        key = self.user_key(openid)
+        return None if key is None else self.backend.field(key, NEWEST_KEY) or None
 
     def sessions(self, openid: str, current: Optional[str] = None) -> List[SessionInfo]:
         """``openid``'s live sessions, most recently seen first; ``current`` is the request's ref."""
-        found = self.backend.fields(self.user_key(openid))
+        key = self.user_key(openid)
+        found = {} if key is None else self.backend.fields(key)
         rules = self.rules()
         listed = []
         for ref, record in found.items():
@@ -574,20 +580,25 @@ class SessionStore:
 
     def revoke(self, session_id: str) -> bool:
         """End the session with this id; whether it was live. Ending one that is gone is not an error."""
-        openid = openid_of(session_id)
-        return openid is not None and self.end_session(openid, session_ref(session_id))
+        parts = split_session_id(session_id)
+        return parts is not None and self.end_session(*parts)
 
     def end_session(self, openid: str, ref: str) -> bool:
         """End ``openid``'s session ``ref``; whether it was live."""
-        return bool(self.backend.end(self.user_key(openid), self.rules(), "these", (ref,)))
+        key = self.user_key(openid)
+        return key is not None and REF.fullmatch(ref) is not None and bool(
+            self.backend.end(key, self.rules(), "these", (ref,))
+        )
 
     def end_others(self, openid: str, kept: str) -> List[str]:
         """End every session of ``openid`` but ``kept``: the refs of the live ones ended."""
-        return self.backend.end(self.user_key(openid), self.rules(), "others", (kept,))  # type: ignore[no-any-return]
+        key = self.user_key(openid)
+        return [] if key is None else self.backend.end(key, self.rules(), "others", (kept,))  # type: ignore[no-any-return]
 
     def end_all(self, openid: str) -> int:
         """End every session of ``openid`` at once, atomically against logins; how many were live."""
-        return len(self.backend.end(self.user_key(openid), self.rules(), "all"))
+        key = self.user_key(openid)
+        return 0 if key is None else len(self.backend.end(key, self.rules(), "all"))
 
 
 def _printable(value: str) -> str:

@@ -24,8 +24,12 @@ from .errors import Unauthorized
 SALT = "flask-wxlogin.skey"
 #: Bytes of randomness in a session id's secret part: 128 bits.
 SESSION_ID_BYTES = 16
-#: A session id: ``<openid>.<secret>``. Openids are ``[A-Za-z0-9_-]`` (the client checks them).
-SESSION_ID = re.compile(r"([A-Za-z0-9_-]{1,128})\.([A-Za-z0-9_-]{22})")
+#: What an openid looks like (the client checks WeChat's): it never holds a ``:`` or a ``.``.
+OPENID = re.compile(r"[A-Za-z0-9_-]{1,128}")
+#: A session id: ``<openid>.<secret>``.
+SESSION_ID = re.compile(rf"({OPENID.pattern})\.([A-Za-z0-9_-]{{22}})")
+#: What a session's ref looks like (:func:`session_ref`).
+REF = re.compile(r"[A-Za-z0-9_]{11}")
 #: Characters of a session's ``ref`` (``[A-Za-z0-9_]``): about 65 bits of a digest of the secret part.
 REF_LENGTH = 11
 _REF_ALPHABET = bytes.maketrans(b"+/", b"__")
@@ -38,23 +42,30 @@ def new_session_id(openid: str) -> str:
     return f"{openid}.{secrets.token_urlsafe(SESSION_ID_BYTES)}"
 
 
-def openid_of(session_id: str) -> Optional[str]:
-    """The openid a session id names, or ``None`` if it is not shaped like one we issue."""
-    named = SESSION_ID.fullmatch(session_id)
-    return None if named is None else named.group(1)
-
-
 @functools.lru_cache(maxsize=4096)
-def session_ref(session_id: str) -> str:
-    """The session's public name: a digest of its secret part, useless for forging an skey.
+def split_session_id(session_id: str) -> Optional[Tuple[str, str]]:
+    """``(openid, ref)`` of a session id shaped like the ones we issue, else ``None``.
 
-    Base64 with ``_`` for both ``+`` and ``/``: URL-safe, and never starting
-    with a dash, so it can follow a command on a command line. Each protected
-    request needs its session's ref, and a client sends the same skey again
-    and again: the cache saves the hash on all but the first.
+    The ref is the session's public name: a digest of the secret part,
+    useless for forging an skey; base64 with ``_`` for both ``+`` and ``/``,
+    so it is URL-safe and never starts with a dash (it can follow a command
+    on a command line). Every protected request needs both, and a client
+    sends the same skey again and again: the cache saves the match and the
+    hash on all but the first.
     """
-    digest = hashlib.sha256(session_id.rpartition(".")[2].encode("ascii")).digest()[:9]
-    return binascii.b2a_base64(digest, newline=False)[:REF_LENGTH].translate(_REF_ALPHABET).decode("ascii")
+    named = SESSION_ID.fullmatch(session_id)
+    if named is None:
+        return None
+    digest = hashlib.sha256(named.group(2).encode("ascii")).digest()[:9]
+    return named.group(1), binascii.b2a_base64(digest, newline=False)[:REF_LENGTH].translate(_REF_ALPHABET).decode()
+
+
+def session_ref(session_id: str) -> str:
+    """The ref of a session id we issued (:func:`split_session_id`)."""
+    parts = split_session_id(session_id)
+    if parts is None:
+        raise ValueError("not a session id")
+    return parts[1]
 
 
 def salt_for(appid: str) -> str:
