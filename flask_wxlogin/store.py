@@ -49,7 +49,7 @@ from flask_caching.backends.nullcache import NullCache as FlaskCachingNullCache
 from .config import MAIN_PROGRAM, program_settings
 from .errors import StoreUnavailable, mini_program_unknown
 from .nearcache import NearCache, barrier
-from .tokens import REF_LENGTH, new_session_id, openid_of, session_ref
+from .tokens import OPENID, REF, REF_LENGTH, new_session_id, split_session_id
 from .user import SessionInfo, UserId, WxUser
 
 log = logging.getLogger("flask_wxlogin")
@@ -286,7 +286,7 @@ class _RedisBackend(_Backend):
 class _CacheBackend(_Backend):
     """Any other cachelib cache, through its public API.
 
-    A user's fields are one text value, ``name=value`` lines, rewritten
+    A user's fields are one text value, ``\nname=value`` lines, rewritten
     whole under a lock of this process: exact for threads sharing one cache
     object (the embedded default). Across processes (FileSystemCache,
     Memcached) two rewrites may race and one be lost. A lost login loses its
@@ -333,18 +333,21 @@ class _CacheBackend(_Backend):
     # -- a user's sessions ---------------------------------------------------------
 
     def read(self, key: str, ref: str) -> Tuple[Optional[str], Optional[str]]:
-        found = self.fields(key)
-        return found.get(ref), found.get(UNIONID)
+        value = self._call(self._cache.get, key)
+        if not isinstance(value, str):
+            return None, None
+        return _line(value, ref), _line(value, UNIONID)
 
     def field(self, key: str, name: str) -> Optional[str]:
-        return self.fields(key).get(name)
+        value = self.get(key)
+        return _line(value, name) if value else None
 
     def fields(self, key: str) -> Dict[str, str]:
         value = self.get(key)
         if not value:
             return {}
         try:
-            return dict(line.split("=", 1) for line in value.split("\n"))  # type: ignore[misc]
+            return dict(line.split("=", 1) for line in value.split("\n")[1:])  # type: ignore[misc]
         except ValueError:
             log.warning("unreadable per-user session data; treating it as none")
             return {}
@@ -404,7 +407,7 @@ class _CacheBackend(_Backend):
         if ttl == 0:
             self.delete(key)
         else:
-            self.set(key, "\n".join(f"{name}={value}" for name, value in found.items()), ttl)
+            self.set(key, "".join(f"\n{name}={value}" for name, value in found.items()), ttl)
 
     def _count_new_key(self) -> None:
         """Every :attr:`SWEEP_EVERY` new users, drop expired entries: with no size threshold, cachelib never prunes."""
@@ -414,6 +417,16 @@ class _CacheBackend(_Backend):
             cache: Any = self._cache
             with getattr(cache, "_lock", contextlib.nullcontext()):
                 cache._remove_expired(time.time())
+
+
+def _line(value: str, name: str) -> Optional[str]:
+    """The value of field ``name`` in a user's text, without parsing the rest (the read of every request)."""
+    start = value.find("\n" + name + "=")
+    if start < 0:
+        return None
+    start += len(name) + 2
+    end = value.find("\n", start)
+    return value[start:] if end < 0 else value[start:end]
 
 
 def _drop(found: Dict[str, str], ref: str) -> None:
@@ -520,9 +533,12 @@ class SessionStore:
             raise mini_program_unknown()
         return settings
 
-    def user_key(self, openid: str) -> str:
-        """The key of ``openid``'s sessions in this mini program."""
-        return self.key_prefix + openid
+    def user_key(self, openid: str) -> Optional[str]:
+        """The key of ``openid``'s sessions in this mini program; ``None`` for what is no openid.
+
+        Checked, because a string with a ``:`` would name another program's key.
+        """
+        return self.key_prefix + openid if OPENID.fullmatch(openid) else None
 
     def rules(self) -> Rules:
         config = self.config
@@ -558,11 +574,12 @@ class SessionStore:
 
     def load(self, session_id: str) -> Optional[WxUser]:
         """The live session with this id, or ``None`` if it expired, was ended or never was."""
-        openid = openid_of(session_id)
-        if openid is None:
+        parts = split_session_id(session_id)
+        if parts is None:
             return None
+        openid, ref = parts
         appid, _, prefix = self.settings()
-        key, ref = prefix + openid, session_ref(session_id)
+        key = prefix + openid
         record, unionid = self.backend.read(key, ref)
         if record is None:
             return None
@@ -571,23 +588,25 @@ class SessionStore:
         except (ValueError, UnicodeError):
             log.warning("unreadable session record; treating it as no session")
             return None
-        rules = self.rules()
-        idle_for = rules.now - session.refreshed_at
-        if rules.now - session.created_at >= rules.max_age or idle_for >= rules.idle:
+        config, now = self.config, int(self.clock())
+        idle, idle_for = config["WXLOGIN_SESSION_IDLE_TIMEOUT"], now - session.refreshed_at
+        if now - session.created_at >= config["WXLOGIN_SESSION_MAX_AGE"] or idle_for >= idle:
             return None
-        if idle_for >= rules.idle * REFRESH_FRACTION:
-            session.refreshed_at = rules.now
-            if not self.backend.slide(key, ref, _encode(session), rules):
+        if idle_for >= idle * REFRESH_FRACTION:
+            session.refreshed_at = now
+            if not self.backend.slide(key, ref, _encode(session), self.rules()):
                 return None
         return session
 
     def newest_session_key(self, openid: str) -> Optional[str]:
         """The session_key of ``openid``'s latest login here, while any session could use it."""
-        return self.backend.field(self.user_key(openid), NEWEST_KEY) or None
+        key = self.user_key(openid)
+        return None if key is None else self.backend.field(key, NEWEST_KEY) or None
 
     def sessions(self, openid: str, current: Optional[str] = None) -> List[SessionInfo]:
         """``openid``'s live sessions, most recently seen first; ``current`` is the request's ref."""
-        found = self.backend.fields(self.user_key(openid))
+        key = self.user_key(openid)
+        found = {} if key is None else self.backend.fields(key)
         rules = self.rules()
         listed = []
         for ref, record in found.items():
@@ -603,20 +622,25 @@ class SessionStore:
 
     def revoke(self, session_id: str) -> bool:
         """End the session with this id; whether it was live. Ending one that is gone is not an error."""
-        openid = openid_of(session_id)
-        return openid is not None and self.end_session(openid, session_ref(session_id))
+        parts = split_session_id(session_id)
+        return parts is not None and self.end_session(*parts)
 
     def end_session(self, openid: str, ref: str) -> bool:
         """End ``openid``'s session ``ref``; whether it was live."""
-        return bool(self.backend.end(self.user_key(openid), self.rules(), "these", (ref,)))
+        key = self.user_key(openid)
+        return key is not None and REF.fullmatch(ref) is not None and bool(
+            self.backend.end(key, self.rules(), "these", (ref,))
+        )
 
     def end_others(self, openid: str, kept: str) -> List[str]:
         """End every session of ``openid`` but ``kept``: the refs of the live ones ended."""
-        return self.backend.end(self.user_key(openid), self.rules(), "others", (kept,))  # type: ignore[no-any-return]
+        key = self.user_key(openid)
+        return [] if key is None else self.backend.end(key, self.rules(), "others", (kept,))  # type: ignore[no-any-return]
 
     def end_all(self, openid: str) -> int:
         """End every session of ``openid`` at once, atomically against logins; how many were live."""
-        return len(self.backend.end(self.user_key(openid), self.rules(), "all"))
+        key = self.user_key(openid)
+        return 0 if key is None else len(self.backend.end(key, self.rules(), "all"))
 
 
 def _printable(value: str) -> str:

@@ -8,7 +8,8 @@ skey is good for one AppID only.
 """
 from __future__ import annotations
 
-import base64
+import binascii
+import functools
 import hashlib
 import hmac
 import re
@@ -25,12 +26,16 @@ from .errors import Unauthorized
 SALT = "flask-wxlogin.skey"
 #: Bytes of randomness in a session id's secret part: 128 bits.
 SESSION_ID_BYTES = 16
-#: A session id, exactly as :func:`new_session_id` makes it: ``<openid>.<secret>``. Openids
-#: are ``[A-Za-z0-9_-]`` (the client checks them). An skey naming anything else is refused
-#: before any store read, so no signed skey can name another cache key.
-SESSION_ID = re.compile(r"([A-Za-z0-9_-]{1,128})\.([A-Za-z0-9_-]{22})")
+#: What an openid looks like (the client checks WeChat's): it never holds a ``:`` or a ``.``.
+OPENID = re.compile(r"[A-Za-z0-9_-]{1,128}")
+#: A session id, exactly as :func:`new_session_id` makes it: ``<openid>.<secret>``. An skey
+#: naming anything else is refused before any store read, so no signed skey can name another key.
+SESSION_ID = re.compile(rf"({OPENID.pattern})\.([A-Za-z0-9_-]{{22}})")
+#: What a session's ref looks like (:func:`session_ref`).
+REF = re.compile(r"[A-Za-z0-9_]{11}")
 #: Characters of a session's ``ref`` (``[A-Za-z0-9_]``): about 65 bits of a digest of the secret part.
 REF_LENGTH = 11
+_REF_ALPHABET = bytes.maketrans(b"+/", b"__")
 #: An HMAC-SHA256 as ``Signer`` writes it: 32 bytes in 43 URL-safe base64 characters,
 #: the last one's two spare bits zero. Only this form is accepted: itsdangerous'
 #: decoder would also take padding, junk characters and other spare bits.
@@ -44,21 +49,30 @@ def new_session_id(openid: str) -> str:
     return f"{openid}.{secrets.token_urlsafe(SESSION_ID_BYTES)}"
 
 
-def openid_of(session_id: str) -> Optional[str]:
-    """The openid a session id names, or ``None`` if it is not shaped like one we issue."""
+@functools.lru_cache(maxsize=4096)
+def split_session_id(session_id: str) -> Optional[Tuple[str, str]]:
+    """``(openid, ref)`` of a session id shaped like the ones we issue, else ``None``.
+
+    The ref is the session's public name: a digest of the secret part,
+    useless for forging an skey; base64 with ``_`` for both ``+`` and ``/``,
+    so it is URL-safe and never starts with a dash (it can follow a command
+    on a command line). Every protected request needs both, and a client
+    sends the same skey again and again: the cache saves the match and the
+    hash on all but the first.
+    """
     named = SESSION_ID.fullmatch(session_id)
-    return None if named is None else named.group(1)
+    if named is None:
+        return None
+    digest = hashlib.sha256(named.group(2).encode("ascii")).digest()[:9]
+    return named.group(1), binascii.b2a_base64(digest, newline=False)[:REF_LENGTH].translate(_REF_ALPHABET).decode()
 
 
 def session_ref(session_id: str) -> str:
-    """The session's public name: a digest of its secret part, useless for forging an skey.
-
-    URL-safe base64 with ``_`` for ``-``: a ref never starts with a dash, so
-    it can follow a command on a command line.
-    """
-    secret = session_id.rpartition(".")[2]
-    digest = base64.urlsafe_b64encode(hashlib.sha256(secret.encode("ascii")).digest())[:REF_LENGTH]
-    return digest.decode("ascii").replace("-", "_")
+    """The ref of a session id we issued (:func:`split_session_id`)."""
+    parts = split_session_id(session_id)
+    if parts is None:
+        raise ValueError("not a session id")
+    return parts[1]
 
 
 def salt_for(appid: str) -> str:

@@ -351,6 +351,23 @@ def test_end_session_of_another_device(app, wechat, caplog):
                                      "ref": ref_of(tablet), "by": "other_device"}]
 
 
+def test_an_odd_openid_or_ref_reaches_no_other_key(request, wechat):
+    app = sessions_app("redis", request, WXLOGIN_MINI_PROGRAMS={"staff": {"appid": "wx0000000000staff", "secret": APPSECRET}})
+    staff = app.test_client().post("/auth/staff/login", json={"code": "abc"}).get_json()["data"]["skey"]
+    main = login(app.test_client())
+    with app.app_context():
+        wxlogin = app.extensions["wxlogin"]
+        assert wxlogin.sessions(f"staff:{OPENID}") == []
+        assert wxlogin.logout_all(f"staff:{OPENID}") == 0
+        assert wxlogin.end_session(f"staff:{OPENID}", ref_of(staff)) is False
+        for field in ("k", "u", "@" + ref_of(main), ref_of(main) + "x"):
+            assert wxlogin.end_session(OPENID, field) is False
+        assert wxlogin.store.newest_session_key(OPENID) == SESSION_KEY
+    with app.test_request_context(headers={"X-WX-Skey": staff}):
+        assert app.extensions["wxlogin"].authenticate("staff").openid == OPENID
+    assert status(app, main) == 200
+
+
 def test_logout_others_keeps_only_the_current_session(app, wechat, caplog):
     mine, *others = [login(app.test_client()) for _ in range(3)]
     wechat.ok(openid=OTHER_USER)
