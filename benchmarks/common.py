@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import io
+import os
 import random
 import secrets
 import statistics
@@ -20,13 +21,17 @@ BENCH_DIR = Path(__file__).resolve().parent
 RESULTS_DIR = BENCH_DIR / "results"
 
 REDIS_HOST = "127.0.0.1"
-REDIS_PORT = 6379
+#: ``WXLBENCH_REDIS_PORT`` points the whole suite (gunicorn workers included) at another local server,
+#: e.g. a private one when other runs share 6379.
+REDIS_PORT = int(os.environ.get("WXLBENCH_REDIS_PORT", "6379"))
 REDIS_DB = 12
 REDIS_URL = f"redis://{REDIS_HOST}:{REDIS_PORT}/{REDIS_DB}"
 #: Every key the suite writes starts with this; cleanup deletes exactly these.
 KEY_PREFIX = "wxlbench:"
-#: Holds a copy of a real session record; the floor route GETs it.
+#: Holds a copy of a real user's sessions; the floor route reads it as we do (:func:`floor_read`).
 FLOOR_KEY = KEY_PREFIX + "floor"
+#: The field of the copied session in :data:`FLOOR_KEY`, as long as a session's ref.
+FLOOR_FIELD = "floorfloorf"
 #: The busy-wait control's spin: what the Redis target allows on top of the floor.
 BUSY_WAIT_US = 25
 
@@ -220,10 +225,10 @@ def redis_client(**options: Any) -> redis.Redis:
     return redis.Redis(host=REDIS_HOST, port=REDIS_PORT, db=REDIS_DB, **options)
 
 
-def delete_our_keys(client: redis.Redis) -> None:
-    """Delete every key under :data:`KEY_PREFIX` in our DB (SCAN, never KEYS)."""
+def delete_our_keys(client: redis.Redis, prefix: str = KEY_PREFIX) -> None:
+    """Delete every key under ``prefix`` in the client's DB (SCAN, never KEYS)."""
     batch: List[bytes] = []
-    for key in client.scan_iter(match=KEY_PREFIX + "*", count=1000):
+    for key in client.scan_iter(match=prefix + "*", count=1000):
         batch.append(key)
         if len(batch) == 1000:
             client.delete(*batch)
@@ -232,24 +237,32 @@ def delete_our_keys(client: redis.Redis) -> None:
         client.delete(*batch)
 
 
-def session_keys(client: redis.Redis) -> Set[bytes]:
-    """Our session records in the DB: not the floor's key, nor a user's index or newest key.
+def user_keys(client: redis.Redis, prefix: str = KEY_PREFIX) -> Set[bytes]:
+    """Our users' session hashes under ``prefix`` in the client's DB, not the floor's key.
 
-    A set: SCAN may return a key twice. Session ids hold no ``:``; the per-user
-    keys (``u:<openid>``, ``k:<appid>:<openid>``) do.
+    A set: SCAN may return a key twice. Openids hold no ``:``; the suite's
+    other keys (markers, access tokens) do.
     """
     return {
-        key for key in client.scan_iter(match=KEY_PREFIX + "*")
-        if key != FLOOR_KEY.encode() and b":" not in key[len(KEY_PREFIX):]
+        key for key in client.scan_iter(match=prefix + "*")
+        if key != FLOOR_KEY.encode() and b":" not in key[len(prefix):]
     }
 
 
 def copy_session_to_floor(client: redis.Redis) -> None:
-    """Put a copy of the one live session record under :data:`FLOOR_KEY`."""
-    keys = session_keys(client)
+    """Put a copy of the one user's sessions under :data:`FLOOR_KEY`, its one session as :data:`FLOOR_FIELD`."""
+    keys = user_keys(client)
     if len(keys) != 1:
-        raise RuntimeError(f"expected one session in Redis DB {REDIS_DB}, found {len(keys)}")
-    client.set(FLOOR_KEY, client.get(keys.pop()) or b"")
+        raise RuntimeError(f"expected one user in Redis DB {REDIS_DB}, found {len(keys)}")
+    fields = client.hgetall(keys.pop())
+    (record,) = [value for name, value in fields.items() if len(name) == len(FLOOR_FIELD)]
+    client.delete(FLOOR_KEY)
+    client.hset(FLOOR_KEY, mapping={**fields, FLOOR_FIELD: record})
+
+
+def floor_read(client: redis.Redis) -> Any:
+    """The raw read a protected request makes: the session's record and the user's unionid, one HMGET."""
+    return client.hmget(FLOOR_KEY, (FLOOR_FIELD, "u"))
 
 
 def count_commands(action: Callable[[], Any]) -> "Counter[str]":

@@ -100,7 +100,7 @@ def targets(results: Dict[str, Dict[str, Any]]) -> List[Tuple[str, str, bool]]:
     if "server" in results:
         rows += _server_targets(results["server"])
     if "memory" in results:
-        rows.append(_memory_target(results["memory"]))
+        rows += _memory_targets(results["memory"])
     if "login" in results:
         rows += _login_targets(results["login"])
     if "metrics" in results:
@@ -132,15 +132,13 @@ def _server_targets(result: Dict[str, Any]) -> List[Tuple[str, str, bool]]:
     ]
 
 
-def _memory_target(result: Dict[str, Any]) -> Tuple[str, str, bool]:
-    weigh = {name: result[name]["bytes_per_session"] for name in memory.LABELS}
-    return (
-        "≤ 250 B of Redis memory per session (keys of the default length)",
-        f"{weigh['ours_short']:.0f} B with unionid, {weigh['ours_short_no_unionid']:.0f} B without "
-        f"({weigh['ours']:.0f} / {weigh['ours_no_unionid']:.0f} B under the benchmark's longer prefix; "
-        f"flask-caching's pickle {weigh['pickled']:.0f} / {weigh['pickled_no_unionid']:.0f} B)",
-        weigh["ours_short"] <= 250,
-    )
+def _memory_targets(result: Dict[str, Any]) -> List[Tuple[str, str, bool]]:
+    rows = []
+    for name, limit in memory.TARGETS.items():
+        per_user = result[name]["bytes_per_user"]
+        rows.append((f"≤ {limit} B of Redis memory per user: {memory.CASES[name].label}", f"{per_user:.0f} B",
+                     per_user <= limit))
+    return rows
 
 
 def _login_targets(result: Dict[str, Any]) -> List[Tuple[str, str, bool]]:
@@ -212,7 +210,7 @@ def draw(results: Dict[str, Dict[str, Any]], path: Path) -> None:
         ("inprocess", "In process: µs per request", lambda r: _bars(r["us"], inprocess.LABELS)),
         ("login", "Login: µs per call (HTTPS stub)", lambda r: _bars(r["us"], login.LABELS)),
         ("server", "gunicorn + wrk: requests per second", lambda r: _bars(r["rps"], server.LABELS)),
-        ("memory", "Redis bytes per session", _memory_bars),
+        ("memory", "Redis bytes per user", _memory_bars),
     )
     for axis, (name, title, bars) in zip(axes.flat, panels):
         axis.set_title(title)
@@ -225,8 +223,8 @@ def draw(results: Dict[str, Dict[str, Any]], path: Path) -> None:
         axis.invert_yaxis()
         axis.grid(axis="x", alpha=0.3)
         if name == "memory":
-            axis.axvline(250, color="#c44e52", linestyle="--", label="target 250 B")
-            axis.legend(loc="lower right")
+            for limit in sorted(set(memory.TARGETS.values())):
+                axis.axvline(limit, color="#c44e52", linestyle="--")
     figure.tight_layout()
     figure.savefig(path, dpi=110)
     pyplot.close(figure)
@@ -241,9 +239,9 @@ def _bars(spreads: Dict[str, Any], labels: Dict[str, str]) -> Tuple[List[str], L
 
 
 def _memory_bars(result: Dict[str, Any]) -> Tuple[List[str], List[float], None]:
-    names = list(memory.LABELS)
-    labels = [_wrap(memory.LABELS[name]) for name in names]
-    return labels, [result[name]["bytes_per_session"] for name in names], None
+    names = [*memory.CASES, "pickled"]
+    labels = [_wrap(memory.CASES[name].label if name in memory.CASES else "pickled dict (reference)") for name in names]
+    return labels, [result[name]["bytes_per_user"] for name in names], None
 
 
 def _wrap(label: str) -> str:

@@ -4,10 +4,11 @@ One app, one config (``SECRET_KEY`` set, sessions in Redis), routes that
 differ only in how they decide who is asking:
 
 - ``/bare``: no check.
-- ``/floor``: one raw redis-py GET of a copy of a session record.
+- ``/floor``: one raw redis-py HMGET of a copy of a session record.
 - ``/floor_spin``: the floor plus a busy-wait as long as the Redis target allows (a control).
 - ``/jwt``: Flask-JWT-Extended's ``@jwt_required()``; ``POST /jwt/token`` issues a token.
 - ``/ours``: ``flask_wxlogin.login_required``; ``POST /auth/login`` logs in via ``WXLBENCH_API_BASE``.
+- ``/near/ours``: the same in a second app with ``WXLOGIN_NEAR_CACHE`` (same keys, same sessions).
 
 Settings come from the environment the benchmark passes: ``WXLBENCH_SECRET_KEY``,
 ``WXLBENCH_APPID``, ``WXLBENCH_APPSECRET``, ``WXLBENCH_API_BASE``, and optionally
@@ -20,14 +21,24 @@ import os
 from typing import Any, Dict
 
 from flask import Flask
+from werkzeug.middleware.dispatcher import DispatcherMiddleware
 from flask_jwt_extended import JWTManager, create_access_token, get_jwt_identity, jwt_required
 
-from common import BUSY_WAIT_US, FLOOR_KEY, KEY_PREFIX, LOGIN_RATE_LIMIT, OPENID, REDIS_URL, busy_wait, redis_client
+from common import BUSY_WAIT_US, KEY_PREFIX, LOGIN_RATE_LIMIT, OPENID, REDIS_URL, busy_wait, floor_read, redis_client
 from flask_wxlogin import WxLogin, current_wx_user, login_required
 
 
 def create_app() -> Flask:
-    app = Flask("wxlbench-server")
+    app = _create_app("wxlbench-server")
+    app.wsgi_app = DispatcherMiddleware(  # type: ignore[method-assign]
+        app.wsgi_app, {"/near": _create_app("wxlbench-near", WXLOGIN_NEAR_CACHE=True).wsgi_app}
+    )
+    return app
+
+
+def _create_app(name: str, **config: Any) -> Flask:
+    app = Flask(name)
+    app.config.update(**config)
     app.config.update(
         SECRET_KEY=os.environ["WXLBENCH_SECRET_KEY"],
         WXLOGIN_APPID=os.environ["WXLBENCH_APPID"],
@@ -48,12 +59,12 @@ def create_app() -> Flask:
 
     @app.get("/floor")
     def floor() -> Dict[str, Any]:
-        client.get(FLOOR_KEY)
+        floor_read(client)
         return {"openid": OPENID}
 
     @app.get("/floor_spin")
     def floor_spin() -> Dict[str, Any]:
-        client.get(FLOOR_KEY)
+        floor_read(client)
         busy_wait(BUSY_WAIT_US)
         return {"openid": OPENID}
 

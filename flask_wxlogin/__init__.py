@@ -15,7 +15,7 @@ from .errors import (
 )
 from .extension import WxLogin
 from .signals import user_logged_in, user_logged_out, user_login_failed
-from .user import AnonymousWxUser, WxUser
+from .user import AnonymousWxUser, SessionInfo, WxUser
 
 __version__ = "0.3.0"
 
@@ -28,6 +28,7 @@ __all__ = [
     "DecryptError",
     "Identity",
     "LoginRateLimited",
+    "SessionInfo",
     "StoreUnavailable",
     "Unauthorized",
     "WeChatError",

@@ -1,15 +1,39 @@
-"""``flask wxlogin ...`` commands."""
+"""``flask wxlogin ...`` commands: list and end a user's sessions.
+
+A failure (an unknown program, the store down) is one line on stderr and
+exit status 1, never a traceback.
+"""
 from __future__ import annotations
 
-from typing import Optional
+import functools
+from datetime import datetime, timezone
+from typing import Any, Callable, Optional, TypeVar
 
 import click
 from flask import current_app
 from flask.cli import AppGroup
 
 from . import check as checks
+from .errors import WxLoginError
 
 wxlogin_cli = AppGroup("wxlogin", help="flask-wxlogin sessions.")
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+_program = click.option(
+    "--program", default=None, metavar="NAME", help="A name from WXLOGIN_MINI_PROGRAMS (default: the main one)."
+)
+
+
+def _one_line_errors(command: F) -> F:
+    @functools.wraps(command)
+    def run(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return command(*args, **kwargs)
+        except WxLoginError as error:
+            raise click.ClickException(f"{error.error}: {error.message}") from None
+
+    return run  # type: ignore[return-value]
 
 
 @wxlogin_cli.command("check")
@@ -24,8 +48,45 @@ def check() -> None:
 
 @wxlogin_cli.command("logout-all")
 @click.argument("openid")
-@click.option("--program", default=None, help="A name from WXLOGIN_MINI_PROGRAMS (default: the main one).")
+@_program
+@_one_line_errors
 def logout_all(openid: str, program: Optional[str]) -> None:
     """End every session of the user OPENID."""
     ended = current_app.extensions["wxlogin"].logout_all(openid, program)
     click.echo(f"ended {ended} session(s) of {openid}")
+
+
+@wxlogin_cli.command("sessions")
+@click.argument("openid")
+@_program
+@_one_line_errors
+def sessions(openid: str, program: Optional[str]) -> None:
+    """List the live sessions of the user OPENID, most recently seen first."""
+    listed = current_app.extensions["wxlogin"].sessions(openid, program)
+    if not listed:
+        click.echo(f"no live session of {openid}")
+        return
+    rows = [("REF", "CREATED (UTC)", "LAST SEEN (UTC)", "IP", "USER AGENT")]
+    rows += [
+        (info.ref, _when(info.created_at), _when(info.last_seen_at), info.ip or "-", info.user_agent or "-")
+        for info in listed
+    ]
+    widths = [max(len(row[column]) for row in rows) for column in range(4)]
+    for row in rows:
+        click.echo("  ".join([*(cell.ljust(width) for cell, width in zip(row, widths)), row[4]]).rstrip())
+
+
+@wxlogin_cli.command("end-session")
+@click.argument("openid")
+@click.argument("ref")
+@_program
+@_one_line_errors
+def end_session(openid: str, ref: str, program: Optional[str]) -> None:
+    """End the session REF (from `flask wxlogin sessions`) of the user OPENID."""
+    if not current_app.extensions["wxlogin"].end_session(openid, ref, program):
+        raise click.ClickException(f"no live session {ref} of {openid}")
+    click.echo(f"ended session {ref} of {openid}")
+
+
+def _when(seconds: int) -> str:
+    return datetime.fromtimestamp(seconds, timezone.utc).strftime("%Y-%m-%d %H:%M:%S")

@@ -28,6 +28,12 @@ DEFAULTS: Dict[str, Any] = {
     "WXLOGIN_SESSION_MAX_AGE": 30 * 24 * 3600,
     # Prepended to every cache key the extension writes.
     "WXLOGIN_KEY_PREFIX": "wxl:",
+    # Live sessions a user may have per mini program; a login beyond it ends the
+    # least recently used one. None: no cap.
+    "WXLOGIN_MAX_SESSIONS_PER_USER": 10,
+    # Keep each session's IP address and User-Agent (64 characters) for
+    # ``WxLogin.sessions``; False keeps nothing about the device.
+    "WXLOGIN_TRACK_DEVICES": True,
     # More mini programs served by this app: {"staff": {"appid": ..., "secret": ...}}.
     "WXLOGIN_MINI_PROGRAMS": {},
     # Login attempts allowed per client IP (``request.remote_addr``) and mini program, in the
@@ -37,6 +43,10 @@ DEFAULTS: Dict[str, Any] = {
     # Write a keyed hash (HMAC-SHA256 under SECRET_KEY) of the openid in audit records
     # instead of the openid itself, for logs that must not hold personal data.
     "WXLOGIN_AUDIT_HASH_OPENID": False,
+    # Serve repeated session reads from each process's memory, kept current by Redis's
+    # invalidations (CLIENT TRACKING); revocation stays immediate. Only with RedisCache
+    # against one Redis node reached directly: see README.rst, "Near cache".
+    "WXLOGIN_NEAR_CACHE": False,
 }
 
 #: What every key the extension reads starts with.
@@ -45,6 +55,8 @@ _PREFIX = "WXLOGIN_"
 MAIN_PROGRAM = "default"
 #: What the name of another mini program looks like (it is a URL segment).
 _PROGRAM_NAME = re.compile(r"[a-z0-9][a-z0-9_-]{0,31}")
+#: First segments of the extension's own keys under WXLOGIN_KEY_PREFIX: no program may be named so.
+RESERVED_PROGRAM_NAMES = frozenset({"access_token"})
 
 _SECONDS = ("WXLOGIN_SESSION_IDLE_TIMEOUT", "WXLOGIN_SESSION_MAX_AGE")
 _WHOLE = re.compile(r"\s*\d+\s*")
@@ -78,6 +90,13 @@ def apply_defaults(config: Dict[str, Any]) -> None:
             value = config[key] = int(value)
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise ValueError(f"{key} must be a whole number of seconds, at least 1, not {value!r}")
+    cap = config["WXLOGIN_MAX_SESSIONS_PER_USER"]
+    if cap is not None and (isinstance(cap, bool) or not isinstance(cap, int) or cap < 1):
+        raise ValueError(f"WXLOGIN_MAX_SESSIONS_PER_USER must be None or a whole number, at least 1, not {cap!r}")
+    if not isinstance(config["WXLOGIN_TRACK_DEVICES"], bool):
+        raise ValueError("WXLOGIN_TRACK_DEVICES must be True or False")
+    if not isinstance(config["WXLOGIN_NEAR_CACHE"], bool):
+        raise ValueError(f"WXLOGIN_NEAR_CACHE must be True or False, not {config['WXLOGIN_NEAR_CACHE']!r}")
     for key in ("WXLOGIN_TOKEN_HEADER", "WXLOGIN_KEY_PREFIX", "WXLOGIN_API_BASE"):
         if not config[key] or not isinstance(config[key], str):
             raise ValueError(f"{key} must be a non-empty string")
@@ -147,6 +166,8 @@ def mini_programs(config: Dict[str, Any]) -> Dict[str, Tuple[str, str]]:
         where = f"WXLOGIN_MINI_PROGRAMS[{name!r}]"
         if not isinstance(name, str) or not _PROGRAM_NAME.fullmatch(name) or name == MAIN_PROGRAM:
             raise ValueError(f"{where}: a name is 1-32 of a-z, 0-9, '_', '-', and not {MAIN_PROGRAM!r}")
+        if name in RESERVED_PROGRAM_NAMES:
+            raise ValueError(f"{where}: the name is reserved for the extension's own keys")
         if not isinstance(settings, dict) or not all(
             isinstance(settings.get(key), str) and settings[key] for key in ("appid", "secret")
         ):

@@ -6,14 +6,14 @@ import logging
 import math
 import sys
 import weakref
-from typing import Any, Callable, Optional, Union
+from typing import Any, Callable, List, Optional, Union
 
 from cachelib import BaseCache
-from flask import Flask, current_app, jsonify, request
+from flask import Flask, current_app, g, has_request_context, jsonify, request
 from flask_caching import Cache
 from werkzeug.exceptions import HTTPException
 
-from . import config, crypto, metrics, redact, signals
+from . import audit, config, crypto, metrics, redact, signals
 from .access_token import SharedAccessToken
 from .client import Identity, WeChatClient, checked_code
 from .errors import (
@@ -21,9 +21,9 @@ from .errors import (
     mini_program_unknown,
 )
 from .ratelimit import LoginRateLimit
-from .store import SessionStore, backend_for
-from .tokens import SALT, SkeySigner
-from .user import UserId, WxUser
+from .store import SessionStore, backend_for, without_pickle
+from .tokens import SkeySigner, salt_for, split_session_id
+from .user import SessionInfo, UserId, WxUser
 
 log = logging.getLogger("flask_wxlogin")
 
@@ -46,8 +46,7 @@ class _Program:
         self._signers: "dict[str, SkeySigner]" = {}
 
     def _signer(self) -> SkeySigner:
-        # The main program keeps 0.1's salt, so its skeys outlive an upgrade.
-        salt = SALT if self.name == config.MAIN_PROGRAM else f"{SALT}:{self.store.settings()[0]}"
+        salt = salt_for(self.store.settings()[0])
         signer = self._signers.get(salt)
         if signer is None:
             signer = self._signers[salt] = SkeySigner(salt)
@@ -129,7 +128,8 @@ class WxLogin:
 
         try:
             config.apply_defaults(app.config)
-            self._states[app] = _AppState(app, backend_for(_cache_backend(app, cache)))
+            near_cache_prefix = app.config["WXLOGIN_KEY_PREFIX"] if app.config["WXLOGIN_NEAR_CACHE"] else None
+            self._states[app] = _AppState(app, backend_for(_cache_backend(app, cache), near_cache_prefix))
         except ValueError as exc:
             raise ConfigurationError(f"flask-wxlogin: {exc}") from None
         except ModuleNotFoundError as exc:
@@ -215,8 +215,9 @@ class WxLogin:
         identity = chosen.code2session(code)
         previous = _presented_session_id(state, chosen)
         user, skey = self.open_session(identity, program)
-        if previous is not None:
-            chosen.store.revoke(previous)
+        if previous is not None and chosen.store.revoke(previous):
+            openid, ref = split_session_id(previous)  # type: ignore[misc]  (revoke ended it: it is well formed)
+            audit.record("session_ended", program=chosen.name, openid=openid, ref=ref, by="self")
         return user, skey
 
     def open_session(
@@ -237,7 +238,12 @@ class WxLogin:
             if user_id is not None and not _is_user_id(user_id):
                 log.error("the on_login callback returned a %s, not a str, an int or None", type(user_id).__name__)
                 raise CallbackError()
-        user = chosen.store.create(identity.openid, identity.session_key, identity.unionid, user_id)
+        device = None
+        if state.config["WXLOGIN_TRACK_DEVICES"] and has_request_context():
+            device = (request.remote_addr, request.user_agent.string)
+        user, evicted = chosen.store.create(identity.openid, identity.session_key, identity.unionid, user_id, device)
+        for ref in evicted:
+            audit.record("session_ended", program=chosen.name, openid=user.openid, ref=ref, by="eviction")
         signals.user_logged_in.send(current_app._get_current_object(), user=user)  # type: ignore[attr-defined]
         return user, chosen.sign(user.session_id, state.config)
 
@@ -270,13 +276,53 @@ class WxLogin:
             raise Unauthorized()
         session_id = chosen.unsign(skey, state.config)
         user = chosen.store.load(session_id)
-        chosen.store.revoke(session_id)
-        if user is not None:
+        if user is not None and chosen.store.revoke(session_id):
+            audit.record("logout", program=chosen.name, openid=user.openid, ref=user.ref)
             signals.user_logged_out.send(current_app._get_current_object(), user=user)  # type: ignore[attr-defined]
 
     def logout_all(self, openid: str, program: Optional[str] = None) -> int:
-        """End every session of ``openid`` (inside an app context); how many there were."""
-        return self._state().program(program).store.end_all(openid)
+        """End every session of ``openid`` (inside an app context); how many were live.
+
+        Atomic against concurrent logins on Redis and the embedded cache: no
+        session that began before the call outlives it.
+        """
+        chosen = self._state().program(program)
+        count = chosen.store.end_all(openid)
+        audit.record("logout_all", program=chosen.name, openid=openid, count=count)
+        return count
+
+    # -- the devices list ------------------------------------------------------
+
+    def sessions(self, openid: str, program: Optional[str] = None) -> List[SessionInfo]:
+        """The live sessions of ``openid`` in mini ``program``, most recently seen first.
+
+        Inside a request, ``current`` marks the one whose skey it carries.
+        """
+        state = self._state()
+        chosen = state.program(program)
+        return chosen.store.sessions(openid, _current_ref(state, chosen, openid))
+
+    def end_session(self, openid: str, ref: str, program: Optional[str] = None) -> bool:
+        """End the session ``ref`` (from :meth:`sessions`) of ``openid``; whether it was live."""
+        state = self._state()
+        chosen = state.program(program)
+        ended = chosen.store.end_session(openid, ref)
+        if ended:
+            current = _current_ref(state, chosen, openid)
+            by = "admin" if current is None else "self" if current == ref else "other_device"
+            audit.record("session_ended", program=chosen.name, openid=openid, ref=ref, by=by)
+        return ended
+
+    def logout_others(self) -> int:
+        """Inside a protected request: end the user's other sessions in its mini program; how many."""
+        user = g.get("_wxlogin_user")
+        if not isinstance(user, WxUser):
+            user = self.authenticate()
+        chosen = self._state().program(user.program)
+        ended = chosen.store.end_others(user.openid, user.ref)
+        for ref in ended:
+            audit.record("session_ended", program=chosen.name, openid=user.openid, ref=ref, by="other_device")
+        return len(ended)
 
     # -- open data and server APIs ---------------------------------------------
 
@@ -359,6 +405,15 @@ def _presented_session_id(state: _AppState, program: _Program) -> Optional[str]:
         return None
 
 
+def _current_ref(state: _AppState, program: _Program, openid: str) -> Optional[str]:
+    """The ref of the request's session of ``openid`` in ``program``, if a request carries one."""
+    if not has_request_context():
+        return None
+    session_id = _presented_session_id(state, program)
+    parts = None if session_id is None else split_session_id(session_id)
+    return parts[1] if parts is not None and parts[0] == openid else None
+
+
 def _immediate_retry(retries: int) -> Any:
     from redis.backoff import NoBackoff
     from redis.retry import Retry
@@ -409,4 +464,4 @@ def _cache_backend(app: Flask, cache: Union[Cache, BaseCache, None]) -> BaseCach
                 options.setdefault("sentinel_retry", _immediate_retry(0))
             overrides["CACHE_OPTIONS"] = options
         own.init_app(app, config=overrides)
-    return app.extensions["cache"][own]
+    return without_pickle(app.extensions["cache"][own])

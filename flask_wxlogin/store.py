@@ -1,52 +1,95 @@
-"""Server-side sessions in a flask-caching cache.
+"""Server-side sessions in a flask-caching cache, kept together per user.
 
 Every key starts with the mini program's prefix: ``WXLOGIN_KEY_PREFIX`` for
-the main one, ``WXLOGIN_KEY_PREFIX + "<name>:"`` for each other. A session is
-one key, ``<prefix><session id>``, whose value is one line of text (never a
-pickle)::
+the main one, ``WXLOGIN_KEY_PREFIX + "<name>:"`` for each other. A user's
+sessions live in one small hash under ``<prefix><openid>`` (openids hold no
+``:``, so no user's key is another program's or an internal one). Its fields:
 
-    openid|session_key|unionid|created_at|refreshed_at - created_at|user_id as JSON
+- ``<ref>``: one per session, named by the session's :func:`~.tokens.session_ref`
+  (the store keeps no bearer secret), holding one line of text (never a pickle)::
 
-``unionid`` and ``user_id`` are empty when absent. WeChat's ids and keys hold
-no ``|`` (the client checks them), and ``user_id`` comes last, so it may.
+      session_key|created_at|last_seen_at - created_at|user_id as JSON
 
-Each login also writes, for ``WXLOGIN_SESSION_MAX_AGE``:
+- ``k``: the user's newest session_key. WeChat keeps one valid key per user,
+  so after a login on another device the data a client gets is encrypted
+  with this one, not the session's own.
+- ``u``: the unionid, if WeChat sent one.
+- ``@<ref>`` and ``#<ref>``: the User-Agent (64 characters at most) and IP
+  address the session logged in with, kept only with ``WXLOGIN_TRACK_DEVICES``.
 
-- ``<prefix>u:<openid>``, the user's session ids (a Redis set; a
-  space-separated string elsewhere), so :meth:`SessionStore.end_all` needs
-  no key scan;
-- ``<prefix>k:<appid>:<openid>``, the user's newest session_key: WeChat
-  keeps one valid key per user, so after a login on another device the data
-  the client gets is encrypted with this one, not the session's own.
+Every value stays within 64 bytes for user ids of up to 20 characters, so
+Redis keeps the hash in its compact listpack encoding. On Redis, a protected
+request is one ``HMGET key ref u``; a login, a slide and each way of ending
+sessions is one script, atomic on a Cluster too since a user is one key.
+Other caches hold the same fields as one text value, changed under a
+process lock (see :class:`_CacheBackend` for what that makes exact).
 
-Sliding expiry without a write per request: the key lives for the idle
-timeout and is rewritten (with a fresh TTL) only once a tenth of that timeout
-has passed since the last rewrite. A session is therefore alive for at least
-0.9 x ``WXLOGIN_SESSION_IDLE_TIMEOUT`` after its last use and gone after the
-full timeout; ``WXLOGIN_SESSION_MAX_AGE`` after login it ends regardless.
+Expiry is judged from the record's timestamps: a session unused for
+``WXLOGIN_SESSION_IDLE_TIMEOUT`` or older than ``WXLOGIN_SESSION_MAX_AGE``
+is dead, and pruned at the next login. Its last-seen time is rewritten (the
+slide) only once a tenth of the idle timeout has passed since the last
+rewrite, so a session is alive for at least 0.9 x the idle timeout after its
+last use. The key expires with its longest-lived session.
 """
 from __future__ import annotations
 
 import contextlib
 import json
 import logging
+import re
+import threading
 import time
-from typing import Any, Callable, List, Mapping, Optional, Tuple, Type
+from typing import Any, Callable, Dict, List, Mapping, NamedTuple, Optional, Sequence, Tuple, Type
 
-from cachelib import BaseCache, NullCache, SimpleCache
+from cachelib import BaseCache, FileSystemCache, NullCache, SimpleCache
 from cachelib import RedisCache as CachelibRedisCache
+from cachelib.serializers import JSONSerializer
 from flask_caching.backends.nullcache import NullCache as FlaskCachingNullCache
 
 from . import causes, metrics
-from .config import MAIN_PROGRAM, program_settings, session_lifetime
+from .config import MAIN_PROGRAM, program_settings
 from .errors import StoreUnavailable, mini_program_unknown
-from .tokens import new_session_id
-from .user import UserId, WxUser
+from .nearcache import NearCache, barrier
+from .tokens import OPENID, REF, REF_LENGTH, new_session_id, split_session_id
+from .user import SessionInfo, UserId, WxUser
 
 log = logging.getLogger("flask_wxlogin")
 
 #: A session is rewritten once this fraction of the idle timeout has passed.
 REFRESH_FRACTION = 0.1
+#: Fields of the per-user data besides the sessions: the newest session_key, the unionid.
+NEWEST_KEY, UNIONID = "k", "u"
+#: Prefixes of a session's device fields: its User-Agent, its IP address.
+AGENT, ADDRESS = "@", "#"
+#: Longest User-Agent and IP address kept: Redis's listpack holds values of up to 64 bytes.
+DEVICE_CHARS = 64
+
+_TIMES = re.compile(r"[^|]*\|([0-9]+)\|([0-9]+)\|")
+
+
+class Rules(NamedTuple):
+    """When sessions expire, as of ``now`` (seconds since the epoch)."""
+
+    now: int
+    idle: int
+    max_age: int
+
+    def last_seen(self, record: str) -> Optional[int]:
+        """When the session in ``record`` was last seen, or ``None`` if it is dead or unreadable."""
+        times = _TIMES.match(record)
+        if times is None:
+            return None
+        created = int(times.group(1))
+        seen = created + int(times.group(2))
+        return seen if self.now - seen < self.idle and self.now - created < self.max_age else None
+
+    def remaining(self, record: str) -> int:
+        """Seconds the session in ``record`` has left if unused (0 if it is dead)."""
+        times = _TIMES.match(record)
+        if times is None:
+            return 0
+        created = int(times.group(1))
+        return max(0, min(created + int(times.group(2)) + self.idle, created + self.max_age) - self.now)
 
 
 class _Backend:
@@ -80,6 +123,85 @@ if redis.call("GET", KEYS[1]) == ARGV[1] then return redis.call("DEL", KEYS[1]) 
 return 0
 """
 
+#: What every per-user script shares: ARGV[1..3] are Rules; ``last_seen`` mirrors :meth:`Rules.last_seen`.
+_RULES = f"""
+local key, now, idle, max_age = KEYS[1], tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
+local function last_seen(record)
+  local created, delta = string.match(record, "^[^|]*|(%d+)|(%d+)|")
+  if not created then return nil end
+  created = tonumber(created)
+  local seen = created + tonumber(delta)
+  if now - seen < idle and now - created < max_age then return seen, created end
+  return nil
+end
+local function is_session(field) return #field == {REF_LENGTH} end
+local function drop(field) redis.call("HDEL", key, field, "{AGENT}" .. field, "{ADDRESS}" .. field) end
+"""
+
+#: Login. ARGV[4]: the cap (0: none); ARGV[5]: "" or the unionid; ARGV[6..]: fields and values to set.
+#: Prunes dead sessions, evicts the least recently seen beyond the cap, returns the evicted refs.
+_LOGIN = _RULES + f"""
+local live, evicted = {{}}, {{}}
+local all = redis.call("HGETALL", key)
+for i = 1, #all, 2 do
+  if is_session(all[i]) then
+    local seen, created = last_seen(all[i + 1])
+    if seen then live[#live + 1] = {{all[i], seen, created}} else drop(all[i]) end
+  end
+end
+local cap = tonumber(ARGV[4])
+if cap > 0 and #live >= cap then
+  table.sort(live, function(a, b)
+    if a[2] ~= b[2] then return a[2] < b[2] end
+    if a[3] ~= b[3] then return a[3] < b[3] end
+    return a[1] < b[1]
+  end)
+  for i = 1, #live - cap + 1 do
+    drop(live[i][1])
+    evicted[#evicted + 1] = live[i][1]
+  end
+end
+if ARGV[5] == "" then redis.call("HDEL", key, "{UNIONID}") else redis.call("HSET", key, "{UNIONID}", ARGV[5]) end
+for i = 6, #ARGV, 2 do redis.call("HSET", key, ARGV[i], ARGV[i + 1]) end
+redis.call("EXPIRE", key, math.min(idle, max_age))  -- the new session lives longest
+return evicted
+"""
+
+#: The slide. ARGV[4]: the ref; ARGV[5]: its new record; ARGV[6]: its seconds left.
+#: Never writes a session that has ended meanwhile; the key lives as long as its longest session.
+_SLIDE = """
+local key = KEYS[1]
+if redis.call("HEXISTS", key, ARGV[4]) == 0 then return 0 end
+redis.call("HSET", key, ARGV[4], ARGV[5])
+if redis.call("TTL", key) < tonumber(ARGV[6]) then redis.call("EXPIRE", key, ARGV[6]) end
+return 1
+"""
+
+#: Ending sessions. ARGV[4]: "all" or "others" (then ARGV[5] is the ref kept) or "these" (refs in ARGV[5..]).
+#: Returns the refs of the live sessions it ended.
+_END = _RULES + """
+local ended = {}
+if ARGV[4] == "these" then
+  for i = 5, #ARGV do
+    local record = redis.call("HGET", key, ARGV[i])
+    if record then
+      if last_seen(record) then ended[#ended + 1] = ARGV[i] end
+      drop(ARGV[i])
+    end
+  end
+  return ended
+end
+local all = redis.call("HGETALL", key)
+for i = 1, #all, 2 do
+  if is_session(all[i]) and all[i] ~= ARGV[5] then
+    if last_seen(all[i + 1]) then ended[#ended + 1] = all[i] end
+    if ARGV[4] == "others" then drop(all[i]) end
+  end
+end
+if ARGV[4] == "all" then redis.call("DEL", key) end
+return ended
+"""
+
 
 class _RedisBackend(_Backend):
     """Redis through the client flask-caching built, bypassing its pickle serializer.
@@ -87,15 +209,24 @@ class _RedisBackend(_Backend):
     Every command goes to the write client: a replica may not have a new
     session yet, or may still have a revoked one. A ``RedisCluster`` raises
     ``RedisClusterException``, which is no ``RedisError``, when no node
-    answers or a slot has no master.
+    answers or a slot has no master. Scripts go by EVAL, not a registered
+    script: a cluster would SCRIPT LOAD on every master.
+
+    With a :class:`~flask_wxlogin.nearcache.NearCache`, session reads go
+    through it, and each write that may end a session another process holds
+    in memory (a login evicting beyond the cap, every way of ending sessions)
+    is followed by the revokers' barrier PING.
     """
 
-    def __init__(self, cache: CachelibRedisCache) -> None:
+    def __init__(self, cache: CachelibRedisCache, near_cache: Optional[NearCache] = None) -> None:
         from redis.exceptions import RedisClusterException, RedisError
 
         self._cache = cache
+        # cachelib has no public accessor for its client; its serializer would pickle.
         self._client = self.redis = cache._write_client
         self.errors = (RedisError, RedisClusterException, OSError)
+        #: The near cache in front of session reads, or ``None`` (``WXLOGIN_NEAR_CACHE``).
+        self.near_cache = near_cache
 
     def where(self) -> str:
         """``host:port`` of the Redis (the nodes of a cluster, the sentinels' master name)."""
@@ -116,14 +247,13 @@ class _RedisBackend(_Backend):
     def _key(self, key: str) -> str:
         return self._cache._get_prefix() + key
 
+    # -- plain values (the access_token) -------------------------------------------
+
     def get(self, key: str) -> Optional[bytes]:
         return self._call(self._client.get, self._key(key))  # type: ignore[no-any-return]
 
     def add(self, key: str, value: str, ttl: int) -> bool:
         return bool(self._call(self._client.set, self._key(key), value, ex=ttl, nx=True))
-
-    def replace(self, key: str, value: str, ttl: int) -> bool:
-        return bool(self._call(self._client.set, self._key(key), value, ex=ttl, xx=True))
 
     def delete(self, key: str) -> None:
         self._call(self._client.delete, self._key(key))
@@ -132,22 +262,62 @@ class _RedisBackend(_Backend):
         self._call(self._client.set, self._key(key), value, ex=ttl)
 
     def delete_if_equal(self, key: str, value: str) -> None:
-        # EVAL, not a registered script: a cluster would SCRIPT LOAD on every master.
         self._call(self._client.eval, _DELETE_IF_EQUAL, 1, self._key(key), value)
 
-    def record_login(self, index: str, session_id: str, newest_key: str, session_key: str, ttl: int) -> None:
-        pipe = self._client.pipeline(transaction=False)
-        pipe.sadd(self._key(index), session_id)
-        pipe.expire(self._key(index), ttl)
-        pipe.set(self._key(newest_key), session_key, ex=ttl)
-        self._call(pipe.execute)
+    # -- a user's sessions ---------------------------------------------------------
 
-    def index_members(self, key: str) -> List[str]:
-        return [m.decode() for m in self._call(self._client.smembers, self._key(key))]
+    def read(self, key: str, ref: str) -> Tuple[Optional[str], Optional[str]]:
+        """The session's record and the user's unionid, in one command (none on a near-cache hit)."""
+        full = self._key(key)
+        if self.near_cache is None:
+            record, unionid = self._call(self._client.hmget, full, (ref, UNIONID))
+        else:
+            found = self._call(self.near_cache.read, full, ref, lambda: _session(self._client.hmget(full, (ref, UNIONID))))
+            record, unionid = found or (None, None)
+        return text(record), text(unionid)
+
+    def _changed(self, key: str, revoking: bool) -> None:
+        """After a write to ``key``: drop it here; if it may end a session, PING so other processes know first."""
+        if self.near_cache is not None:
+            self.near_cache.invalidate(self._key(key))
+            if revoking:
+                self._call(barrier, self._client)
+
+    def field(self, key: str, name: str) -> Optional[str]:
+        return text(self._call(self._client.hget, self._key(key), name))
+
+    def fields(self, key: str) -> Dict[str, str]:
+        found = self._call(self._client.hgetall, self._key(key))
+        return {text(name): text(value) for name, value in found.items()}  # type: ignore[misc]
+
+    def slide(self, key: str, ref: str, record: str, rules: Rules) -> bool:
+        ttl = rules.remaining(record)
+        slid = bool(self._call(self._client.eval, _SLIDE, 1, self._key(key), *rules, ref, record, ttl))
+        self._changed(key, revoking=False)  # no session ends: others may see the older time a moment longer
+        return slid
+
+    def login(self, key: str, rules: Rules, cap: int, unionid: Optional[str], entries: Mapping[str, str]) -> List[str]:
+        pairs = [item for entry in entries.items() for item in entry]
+        evicted = self._call(self._client.eval, _LOGIN, 1, self._key(key), *rules, cap, unionid or "", *pairs)
+        self._changed(key, revoking=bool(evicted))
+        return [ref.decode() for ref in evicted]
+
+    def end(self, key: str, rules: Rules, mode: str, refs: Sequence[str] = ()) -> List[str]:
+        ended = self._call(self._client.eval, _END, 1, self._key(key), *rules, mode, *refs)
+        self._changed(key, revoking=True)
+        return [ref.decode() for ref in ended]
 
 
 class _CacheBackend(_Backend):
     """Any other cachelib cache, through its public API.
+
+    A user's fields are one text value, ``\nname=value`` lines, rewritten
+    whole under a lock of this process: exact for threads sharing one cache
+    object (the embedded default). Across processes (FileSystemCache,
+    Memcached) two rewrites may race and one be lost. A lost login loses its
+    own session (the user logs in again); a lost ``end`` leaves sessions that
+    the next one ends. Sessions never live outside the user's value, so none
+    can be out of reach of ``logout_all``.
 
     Which exceptions a backend raises when its server is gone is the
     backend's business, so any exception from a cache call is an outage.
@@ -161,47 +331,132 @@ class _CacheBackend(_Backend):
     def __init__(self, cache: BaseCache) -> None:
         self._cache = cache
         self._adds = 0
+        self._lock = threading.Lock()
+
+    # -- plain values (the access_token) -------------------------------------------
 
     def get(self, key: str) -> Optional[str]:
         value = self._call(self._cache.get, key)
         return value if isinstance(value, str) else None
 
     def add(self, key: str, value: str, ttl: int) -> bool:
-        self._adds += 1
-        if self._adds % self.SWEEP_EVERY == 0 and isinstance(self._cache, SimpleCache):
-            self._sweep(self._cache)
         return bool(self._call(self._cache.add, key, value, timeout=ttl))
-
-    def replace(self, key: str, value: str, ttl: int) -> bool:
-        return bool(self._call(self._cache.has, key)) and bool(
-            self._call(self._cache.set, key, value, timeout=ttl)
-        )
 
     def delete(self, key: str) -> None:
         self._call(self._cache.delete, key)
 
     def set(self, key: str, value: str, ttl: int) -> None:
-        self._call(self._cache.set, key, value, timeout=ttl)
+        if not self._call(self._cache.set, key, value, timeout=ttl):
+            log.error("session store refused to keep a write")
+            raise StoreUnavailable()
 
     def delete_if_equal(self, key: str, value: str) -> None:
         """Check, then delete: atomic only where the cache's own calls are (Redis's EVAL is)."""
         if self.get(key) == value:
             self.delete(key)
 
-    def record_login(self, index: str, session_id: str, newest_key: str, session_key: str, ttl: int) -> None:
-        members = self.index_members(index)
-        self.set(index, " ".join([*members, session_id]), ttl)
-        self.set(newest_key, session_key, ttl)
+    # -- a user's sessions ---------------------------------------------------------
 
-    def index_members(self, key: str) -> List[str]:
+    def read(self, key: str, ref: str) -> Tuple[Optional[str], Optional[str]]:
         value = self._call(self._cache.get, key)
-        return value.split() if isinstance(value, str) else []
+        if not isinstance(value, str):
+            return None, None
+        return _line(value, ref), _line(value, UNIONID)
 
-    @staticmethod
-    def _sweep(cache: SimpleCache) -> None:
-        """Drop expired entries: with no size threshold, cachelib never prunes."""
-        with getattr(cache, "_lock", contextlib.nullcontext()):
-            cache._remove_expired(time.time())
+    def field(self, key: str, name: str) -> Optional[str]:
+        value = self.get(key)
+        return _line(value, name) if value else None
+
+    def fields(self, key: str) -> Dict[str, str]:
+        value = self.get(key)
+        if not value:
+            return {}
+        try:
+            return dict(line.split("=", 1) for line in value.split("\n")[1:])  # type: ignore[misc]
+        except ValueError:
+            log.warning("unreadable per-user session data; treating it as none")
+            return {}
+
+    def slide(self, key: str, ref: str, record: str, rules: Rules) -> bool:
+        with self._lock:
+            found = self.fields(key)
+            if ref not in found:
+                return False
+            found[ref] = record
+            self._put(key, found, rules)
+        return True
+
+    def login(self, key: str, rules: Rules, cap: int, unionid: Optional[str], entries: Mapping[str, str]) -> List[str]:
+        with self._lock:
+            found = self.fields(key)
+            live = []
+            for ref, record in list(found.items()):
+                if len(ref) == REF_LENGTH:
+                    seen = rules.last_seen(record)
+                    if seen is None:
+                        _drop(found, ref)
+                    else:
+                        live.append((seen, int(record.split("|", 2)[1]), ref))
+            evicted = [ref for _, _, ref in sorted(live)[:len(live) - cap + 1]] if 0 < cap <= len(live) else []
+            for ref in evicted:
+                _drop(found, ref)
+            found.pop(UNIONID, None)
+            if unionid:
+                found[UNIONID] = unionid
+            if not found and isinstance(self._cache, SimpleCache):
+                self._count_new_key()
+            found.update(entries)
+            self._put(key, found, rules)
+        return evicted
+
+    def end(self, key: str, rules: Rules, mode: str, refs: Sequence[str] = ()) -> List[str]:
+        with self._lock:
+            found = self.fields(key)
+            if mode == "these":
+                doomed = [ref for ref in refs if ref in found]
+            else:
+                kept = refs[0] if mode == "others" else None
+                doomed = [ref for ref in found if len(ref) == REF_LENGTH and ref != kept]
+            ended = [ref for ref in doomed if rules.last_seen(found[ref]) is not None]
+            for ref in doomed:
+                _drop(found, ref)
+            if mode == "all":
+                self.delete(key)
+            elif doomed:
+                self._put(key, found, rules)
+        return ended
+
+    def _put(self, key: str, found: Dict[str, str], rules: Rules) -> None:
+        """Write the user's fields back, to live as long as their longest-lived session."""
+        ttl = max((rules.remaining(record) for ref, record in found.items() if len(ref) == REF_LENGTH), default=0)
+        if ttl == 0:
+            self.delete(key)
+        else:
+            self.set(key, "".join(f"\n{name}={value}" for name, value in found.items()), ttl)
+
+    def _count_new_key(self) -> None:
+        """Every :attr:`SWEEP_EVERY` new users, drop expired entries: with no size threshold, cachelib never prunes."""
+        self._adds += 1
+        if self._adds % self.SWEEP_EVERY == 0:
+            # cachelib has no public "drop expired entries"; its own lock keeps it safe.
+            cache: Any = self._cache
+            with getattr(cache, "_lock", contextlib.nullcontext()):
+                cache._remove_expired(time.time())
+
+
+def _line(value: str, name: str) -> Optional[str]:
+    """The value of field ``name`` in a user's text, without parsing the rest (the read of every request)."""
+    start = value.find("\n" + name + "=")
+    if start < 0:
+        return None
+    start += len(name) + 2
+    end = value.find("\n", start)
+    return value[start:] if end < 0 else value[start:end]
+
+
+def _drop(found: Dict[str, str], ref: str) -> None:
+    for name in (ref, AGENT + ref, ADDRESS + ref):
+        found.pop(name, None)
 
 
 def _address(pool: Any) -> str:
@@ -217,15 +472,61 @@ def text(value: Any) -> Optional[str]:
     return value if isinstance(value, str) else None
 
 
-def backend_for(cache: BaseCache) -> Any:
-    """The backend that keeps sessions in ``cache``; ValueError for a cache that keeps nothing."""
+class _Unchanged:
+    """A serializer that keeps values as they are: the embedded cache holds our immutable strings."""
+
+    @staticmethod
+    def dumps(value: Any) -> Any:
+        return value
+
+    @staticmethod
+    def loads(value: Any) -> Any:
+        return value
+
+
+def without_pickle(cache: BaseCache) -> BaseCache:
+    """``cache``, built by us alone, set to store values without pickle where cachelib lets us choose.
+
+    cachelib pickles every value by default: anyone who can write a
+    FileSystemCache's directory would run code at the next read. JSON cannot.
+    The embedded SimpleCache keeps our strings as they are (also saving a
+    pickle round trip per request). A cache the app passes in is its own
+    and keeps its serializer.
+    """
+    if isinstance(cache, FileSystemCache):
+        cache.serializer = JSONSerializer()
+    elif isinstance(cache, SimpleCache):
+        cache.serializer = _Unchanged()  # type: ignore[assignment]
+    return cache
+
+
+def _session(found: Sequence[Optional[bytes]]) -> Optional[Tuple[Optional[bytes], ...]]:
+    """HMGET's ``(record, unionid)``, or ``None`` when there is no record: nothing for the near cache to keep."""
+    return None if found[0] is None else tuple(found)
+
+
+def backend_for(cache: BaseCache, near_cache_prefix: Optional[str] = None) -> Any:
+    """The backend that keeps sessions in ``cache``, with a near cache for keys under
+    ``near_cache_prefix`` if given; ValueError for a cache that keeps nothing or cannot have one.
+    """
     if isinstance(cache, (NullCache, FlaskCachingNullCache)):
         raise ValueError("a NullCache keeps nothing and cannot hold login sessions")
-    return _RedisBackend(cache) if isinstance(cache, CachelibRedisCache) else _CacheBackend(cache)
+    if not isinstance(cache, CachelibRedisCache):
+        if near_cache_prefix is not None:
+            raise ValueError(
+                f"WXLOGIN_NEAR_CACHE needs RedisCache against one Redis node, not {type(cache).__name__}: "
+                "only Redis tells the other processes which sessions changed"
+            )
+        return _CacheBackend(cache)
+    near_cache = None
+    if near_cache_prefix is not None:
+        # cachelib has no public accessor for its key prefix; CACHE_KEY_PREFIX comes before ours.
+        near_cache = NearCache.for_client(cache._write_client, cache._get_prefix() + near_cache_prefix)
+    return _RedisBackend(cache, near_cache)
 
 
 class SessionStore:
-    """Creates, loads (sliding the expiry), and revokes one mini program's sessions."""
+    """Creates, loads (sliding the expiry), lists and ends one mini program's sessions."""
 
     def __init__(
         self,
@@ -258,93 +559,134 @@ class SessionStore:
             raise mini_program_unknown()
         return settings
 
-    def create(self, openid: str, session_key: str, unionid: Optional[str], user_id: UserId) -> WxUser:
-        """Store a new session under a fresh random id; :class:`StoreUnavailable` if it was not kept."""
+    def user_key(self, openid: str) -> Optional[str]:
+        """The key of ``openid``'s sessions in this mini program; ``None`` for what is no openid.
+
+        Checked, because a string with a ``:`` would name another program's key.
+        """
+        return self.key_prefix + openid if OPENID.fullmatch(openid) else None
+
+    def rules(self) -> Rules:
         config = self.config
+        return Rules(int(self.clock()), config["WXLOGIN_SESSION_IDLE_TIMEOUT"], config["WXLOGIN_SESSION_MAX_AGE"])
+
+    def create(
+        self,
+        openid: str,
+        session_key: str,
+        unionid: Optional[str],
+        user_id: UserId,
+        device: Optional[Tuple[Optional[str], Optional[str]]] = None,
+    ) -> Tuple[WxUser, List[str]]:
+        """Store a new session: ``(user, refs of the sessions evicted by the cap)``.
+
+        ``device`` is ``(ip, user_agent)`` to keep with it. Dead sessions are
+        pruned on the way; :class:`StoreUnavailable` if the cache fails.
+        """
         appid, _, prefix = self.settings()
-        now = int(self.clock())
+        rules = self.rules()
         session = WxUser(
-            new_session_id(), openid, session_key, unionid, user_id, now, now, appid, self.program
+            new_session_id(openid), openid, session_key, unionid, user_id, rules.now, rules.now, appid, self.program
         )
-        key = prefix + session.session_id
-        if not self.backend.add(key, _encode(session), session_lifetime(config)):
-            log.error("session store refused to keep a new session")
-            raise StoreUnavailable()
-        self.backend.record_login(
-            self._index_key(openid), session.session_id, self._newest_key_key(openid), session_key,
-            config["WXLOGIN_SESSION_MAX_AGE"],
-        )
+        ref = session.ref
+        entries = {ref: _encode(session), NEWEST_KEY: session_key}
+        if device is not None:
+            for prefix_char, value in zip((ADDRESS, AGENT), device):
+                if value:
+                    entries[prefix_char + ref] = _printable(value)
+        cap = self.config["WXLOGIN_MAX_SESSIONS_PER_USER"] or 0
+        evicted = self.backend.login(prefix + openid, rules, cap, unionid, entries)
+        return session, evicted
+
+    def load(self, session_id: str) -> Optional[WxUser]:
+        """The live session with this id, or ``None`` if it expired, was ended or never was."""
+        parts = split_session_id(session_id)
+        if parts is None:
+            return None
+        openid, ref = parts
+        appid, _, prefix = self.settings()
+        key = prefix + openid
+        record, unionid = self.backend.read(key, ref)
+        if record is None:
+            return None
+        try:
+            session = _decode(session_id, openid, record, unionid, appid, self.program)
+        except (ValueError, UnicodeError):
+            log.warning("unreadable session record; treating it as no session")
+            return None
+        config, now = self.config, int(self.clock())
+        idle, idle_for = config["WXLOGIN_SESSION_IDLE_TIMEOUT"], now - session.refreshed_at
+        if now - session.created_at >= config["WXLOGIN_SESSION_MAX_AGE"] or idle_for >= idle:
+            return None
+        if idle_for >= idle * REFRESH_FRACTION:
+            session.refreshed_at = now
+            if not self.backend.slide(key, ref, _encode(session), self.rules()):
+                return None
         return session
 
     def newest_session_key(self, openid: str) -> Optional[str]:
         """The session_key of ``openid``'s latest login here, while any session could use it."""
-        return text(self.backend.get(self._newest_key_key(openid))) or None
+        key = self.user_key(openid)
+        return None if key is None else self.backend.field(key, NEWEST_KEY) or None
+
+    def sessions(self, openid: str, current: Optional[str] = None) -> List[SessionInfo]:
+        """``openid``'s live sessions, most recently seen first; ``current`` is the request's ref."""
+        key = self.user_key(openid)
+        found = {} if key is None else self.backend.fields(key)
+        rules = self.rules()
+        listed = []
+        for ref, record in found.items():
+            if len(ref) != REF_LENGTH:
+                continue
+            seen = rules.last_seen(record)
+            if seen is None:
+                continue
+            listed.append(SessionInfo(
+                ref, int(record.split("|", 2)[1]), seen, found.get(ADDRESS + ref), found.get(AGENT + ref), ref == current,
+            ))
+        return sorted(listed, key=lambda info: (-info.last_seen_at, -info.created_at, info.ref))
+
+    def revoke(self, session_id: str) -> bool:
+        """End the session with this id; whether it was live. Ending one that is gone is not an error."""
+        parts = split_session_id(session_id)
+        return parts is not None and self.end_session(*parts)
+
+    def end_session(self, openid: str, ref: str) -> bool:
+        """End ``openid``'s session ``ref``; whether it was live."""
+        key = self.user_key(openid)
+        return key is not None and REF.fullmatch(ref) is not None and bool(
+            self.backend.end(key, self.rules(), "these", (ref,))
+        )
+
+    def end_others(self, openid: str, kept: str) -> List[str]:
+        """End every session of ``openid`` but ``kept``: the refs of the live ones ended."""
+        key = self.user_key(openid)
+        return [] if key is None else self.backend.end(key, self.rules(), "others", (kept,))  # type: ignore[no-any-return]
 
     def end_all(self, openid: str) -> int:
-        """End every session of ``openid`` through its index, without scanning keys."""
-        index = self._index_key(openid)
-        session_ids = self.backend.index_members(index)
-        for session_id in session_ids:
-            self.revoke(session_id)
-        self.backend.delete(index)
-        self.backend.delete(self._newest_key_key(openid))
-        return len(session_ids)
+        """End every session of ``openid`` at once, atomically against logins; how many were live."""
+        key = self.user_key(openid)
+        return 0 if key is None else len(self.backend.end(key, self.rules(), "all"))
 
-    def _index_key(self, openid: str) -> str:
-        """The key listing a user's session ids; ``u:`` cannot start a session id's key."""
-        return f"{self.key_prefix}u:{openid}"
 
-    def _newest_key_key(self, openid: str) -> str:
-        appid, _, prefix = self.settings()
-        return f"{prefix}k:{appid}:{openid}"
-
-    def load(self, session_id: str) -> Optional[WxUser]:
-        """The live session with this id, or ``None`` if it expired, was revoked or never was."""
-        config = self.config
-        appid, _, prefix = self.settings()
-        key = prefix + session_id
-        raw = self.backend.get(key)
-        if raw is None:
-            return None
-        try:
-            session = _decode(session_id, raw, appid, self.program)
-        except (ValueError, UnicodeError):
-            log.warning("unreadable session record; treating it as no session")
-            return None
-        now = int(self.clock())
-        age, idle_for = now - session.created_at, now - session.refreshed_at
-        idle = config["WXLOGIN_SESSION_IDLE_TIMEOUT"]
-        max_age = config["WXLOGIN_SESSION_MAX_AGE"]
-        if age >= max_age or idle_for >= idle:
-            self.backend.delete(key)
-            return None
-        if idle_for >= idle * REFRESH_FRACTION:
-            session.refreshed_at = now
-            ttl = int(min(idle, max_age - age))
-            if not self.backend.replace(key, _encode(session), ttl):
-                return None
-        return session
-
-    def revoke(self, session_id: str) -> None:
-        """End a session; ending one that is already gone is not an error."""
-        self.backend.delete(self.key_prefix + session_id)
+def _printable(value: str) -> str:
+    """``value`` as at most :data:`DEVICE_CHARS` printable ASCII characters (anything else is ``?``)."""
+    return "".join(char if " " <= char <= "~" else "?" for char in value[:DEVICE_CHARS])
 
 
 def _encode(session: WxUser) -> str:
     user_id = "" if session.user_id is None else json.dumps(session.user_id)
     return (
-        f"{session.openid}|{session.session_key}|{session.unionid or ''}|{session.created_at}"
+        f"{session.session_key}|{session.created_at}"
         f"|{session.refreshed_at - session.created_at}|{user_id}"
     )
 
 
-def _decode(session_id: str, raw: Any, appid: str, program: str) -> WxUser:
-    """The session in ``raw``; ValueError or UnicodeError if it is not one of ours."""
-    if isinstance(raw, bytes):
-        raw = raw.decode("utf-8")
-    openid, session_key, unionid, created, refreshed, user_id = raw.split("|", 5)
-    if not (openid and session_key):
-        raise ValueError("incomplete session record")
+def _decode(session_id: str, openid: str, record: str, unionid: Optional[str], appid: str, program: str) -> WxUser:
+    """The session in ``record``; ValueError or UnicodeError if it is not one of ours."""
+    session_key, created, refreshed, user_id = record.split("|", 3)
+    if not (session_key and session_key.isascii()):
+        raise ValueError("no session_key in the session record")
     created_at = int(created)
     return WxUser(
         session_id, openid, session_key, unionid or None,

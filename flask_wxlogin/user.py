@@ -1,12 +1,13 @@
 """The logged-in user as views see it through ``current_wx_user``."""
 from __future__ import annotations
 
-from typing import Any, Dict, Optional, Union
+from typing import Any, Dict, NamedTuple, Optional, Union
 
 from flask import current_app
 
 from .config import MAIN_PROGRAM
 from .errors import Unauthorized
+from .tokens import session_ref
 
 #: What an ``on_login`` callback may return and the session keeps.
 UserId = Optional[Union[str, int]]
@@ -52,6 +53,11 @@ class WxUser:
         self._user: Any = _NOT_LOADED
 
     @property
+    def ref(self) -> str:
+        """The session's public name in :meth:`~flask_wxlogin.WxLogin.sessions` (not a secret)."""
+        return session_ref(self.session_id)
+
+    @property
     def user(self) -> Any:
         """The app's own user object, from the ``user_loader`` callback (once per request)."""
         if self._user is _NOT_LOADED:
@@ -79,12 +85,32 @@ class WxUser:
         return f"<WxUser openid={self.openid!r} user_id={self.user_id!r}>"
 
 
+class SessionInfo(NamedTuple):
+    """One live session of a user, as :meth:`~flask_wxlogin.WxLogin.sessions` lists it.
+
+    Times are seconds since the epoch; ``last_seen_at`` moves only when the
+    session slides (every tenth of the idle timeout). ``ip`` and
+    ``user_agent`` are those of the login (``request.remote_addr``: behind a
+    proxy, use Werkzeug's ``ProxyFix``), 64 characters at most, and ``None``
+    with ``WXLOGIN_TRACK_DEVICES = False``.
+    """
+
+    #: An opaque name for the session: not the skey, and no help in forging one.
+    ref: str
+    created_at: int
+    last_seen_at: int
+    ip: Optional[str]
+    user_agent: Optional[str]
+    #: Whether this is the session of the request being served.
+    current: bool
+
+
 class AnonymousWxUser:
     """``current_wx_user`` when the request carries no valid skey."""
 
     __slots__ = ()
     is_authenticated = False
-    session_id = openid = session_key = unionid = user_id = user = appid = program = None
+    session_id = ref = openid = session_key = unionid = user_id = user = appid = program = None
 
     def decrypt(self, encrypted_data: str, iv: str) -> Dict[str, Any]:
         raise Unauthorized()

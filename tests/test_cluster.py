@@ -15,6 +15,7 @@ import redis
 from flask import Flask
 
 from flask_wxlogin.store import _RedisBackend
+from flask_wxlogin.tokens import session_ref
 
 from .conftest import APPID, OPENID, login, make_app
 from .redis_cluster import HOST, SENTINEL_MASTER, node, node_of, ports
@@ -52,7 +53,12 @@ def cluster_db(redis_cluster: str) -> Iterator[redis.RedisCluster]:
 
 
 def session_key(app: Flask, skey: str) -> str:
+    """The key holding the session of ``skey``: its user's."""
     return app.config["WXLOGIN_KEY_PREFIX"] + skey.split(".")[0]
+
+
+def ref_of(skey: str) -> str:
+    return session_ref(skey.rpartition(".")[0])
 
 
 def me(app: Flask, skey: str) -> Tuple[int, float]:
@@ -71,13 +77,14 @@ def me(app: Flask, skey: str) -> Tuple[int, float]:
     return answer["status"], answer["seconds"]
 
 
-def spread_sessions(app: Flask, cluster_ports: List[int], at_least: int) -> Dict[int, List[str]]:
-    """Log in until every master holds ``at_least`` sessions: the skeys, by the port holding them."""
+def spread_sessions(app: Flask, wechat: Any, cluster_ports: List[int], at_least: int) -> Dict[int, List[str]]:
+    """Log in users until every master holds ``at_least`` of them: the skeys, by the port holding them."""
     client = app.test_client()
     by_node: Dict[int, List[str]] = {port: [] for port in cluster_ports}
-    for _ in range(60 * at_least):
+    for user in range(60 * at_least):
         if min(map(len, by_node.values())) >= at_least:
             return by_node
+        wechat.ok(openid=f"oSpread{user:021d}")
         skey = login(client)
         by_node[node_of(cluster_ports, session_key(app, skey))].append(skey)
     raise AssertionError(f"sessions never reached every node: {by_node}")
@@ -104,18 +111,18 @@ def test_a_cluster_cache_gets_the_redis_backend_and_bounded_connections(app):
 def test_login_check_slide_and_logout(app, cluster_db, wechat):
     client = app.test_client()
     skey = login(client)
-    key = session_key(app, skey)
+    key, ref = session_key(app, skey), ref_of(skey)
+    assert key.endswith(OPENID)
     assert me(app, skey)[0] == 200
-    assert cluster_db.get(key).decode().startswith(f"{OPENID}|")
+    assert cluster_db.hget(key, ref).decode().split("|")[1:3] == [str(int(app.clock.now)), "0"]
     assert 0 < cluster_db.ttl(key) <= IDLE
 
     app.clock.now += IDLE * 0.6
     assert me(app, skey)[0] == 200
-    assert cluster_db.get(key).decode().split("|")[4] == str(int(IDLE * 0.6))
-    assert IDLE - 5 < cluster_db.ttl(key) <= IDLE
+    assert cluster_db.hget(key, ref).decode().split("|")[2] == str(int(IDLE * 0.6))
 
     assert client.post("/auth/logout", headers={"X-WX-Skey": skey}).status_code == 200
-    assert cluster_db.exists(key) == 0
+    assert cluster_db.hexists(key, ref) == 0
     assert me(app, skey)[0] == 401
 
 
@@ -125,20 +132,20 @@ def test_an_idle_session_expires(app, wechat):
     assert me(app, skey)[0] == 401
 
 
-def test_logout_all_ends_sessions_held_by_every_master(app, redis_cluster, cluster_db, wechat):
-    cluster_ports = ports(redis_cluster)
-    mine = spread_sessions(app, cluster_ports, at_least=1)
+def test_users_spread_over_every_master_and_logout_all_is_one_key(app, redis_cluster, cluster_db, wechat):
+    spread = spread_sessions(app, wechat, ports(redis_cluster), at_least=1)
+    assert all(spread.values())  # users land on every master: one key per user, no hot node
     wechat.ok(openid="oSomeoneElse000000000000000")
     theirs = login(app.test_client())
     wechat.ok()
-    count = sum(map(len, mine.values()))
+    mine = [login(app.test_client()) for _ in range(3)]
 
     with app.app_context():
-        assert app.extensions["wxlogin"].logout_all(OPENID) == count
+        assert app.extensions["wxlogin"].logout_all(OPENID) == 3
 
-    assert all(me(app, skey)[0] == 401 for skeys in mine.values() for skey in skeys)
+    assert [me(app, skey)[0] for skey in mine] == [401] * 3
     assert me(app, theirs)[0] == 200
-    assert cluster_db.exists(f"{app.config['WXLOGIN_KEY_PREFIX']}u:{OPENID}") == 0
+    assert cluster_db.exists(f"{app.config['WXLOGIN_KEY_PREFIX']}{OPENID}") == 0
     assert me(app, login(app.test_client()))[0] == 200
 
 
@@ -154,7 +161,7 @@ def test_the_access_token_is_fetched_once_for_twenty_threads(app, cluster_db, re
 
 def test_a_killed_master_makes_its_sessions_503_and_no_others(doomed_cluster, wechat):
     app = cluster_app(doomed_cluster.spec, "wxltest:")
-    sessions = spread_sessions(app, doomed_cluster.ports, at_least=5)
+    sessions = spread_sessions(app, wechat, doomed_cluster.ports, at_least=5)
     victim = doomed_cluster.ports[0]
     doomed_cluster.kill(victim)
 
@@ -170,18 +177,19 @@ def test_a_killed_master_makes_its_sessions_503_and_no_others(doomed_cluster, we
         assert slowest <= BOUND, when
 
 
-def test_with_a_killed_master_a_login_is_200_or_503(doomed_cluster, wechat):
+def test_with_a_killed_master_a_login_is_503_exactly_for_its_users(doomed_cluster, wechat):
     app = cluster_app(doomed_cluster.spec, "wxltest:")
-    doomed_cluster.kill(doomed_cluster.ports[1])
+    victim = doomed_cluster.ports[1]
+    homes = {f"oUser{user:023d}": doomed_cluster.node_of(f"wxltest:oUser{user:023d}") for user in range(40)}
+    doomed_cluster.kill(victim)
     client = app.test_client()
-    statuses = []
-    for user in range(40):  # a login writes three keys, each on any master
-        wechat.ok(openid=f"oUser{user:023d}")
+    for openid, home in homes.items():  # a login writes its user's one key
+        wechat.ok(openid=openid)
         response = client.post("/auth/login", json={"code": "abc"})
-        statuses.append(response.status_code)
+        assert response.status_code == (503 if home == victim else 200), openid
         if response.status_code == 200:
             assert me(app, response.get_json()["data"]["skey"])[0] == 200
-    assert set(statuses) == {200, 503}
+    assert victim in homes.values() and set(homes.values()) != {victim}
 
 
 def test_with_a_killed_master_the_access_token_on_the_others_still_works(doomed_cluster, requests_mock):
@@ -208,7 +216,7 @@ def test_with_every_master_gone_every_request_is_503(doomed_cluster, wechat):
 
 def test_a_hung_master_is_503_within_the_socket_timeouts(doomed_cluster, wechat):
     app = cluster_app(doomed_cluster.spec, "wxltest:")
-    sessions = spread_sessions(app, doomed_cluster.ports, at_least=2)
+    sessions = spread_sessions(app, wechat, doomed_cluster.ports, at_least=2)
     victim = doomed_cluster.ports[2]
     doomed_cluster.freeze(victim)
 
@@ -231,10 +239,10 @@ def test_a_sentinel_cache_keeps_sessions_on_the_master(redis_sentinel, wechat):
 
     client = app.test_client()
     skey = login(client)
-    assert node(redis_sentinel.master).exists(session_key(app, skey)) == 1
+    assert node(redis_sentinel.master).hexists(session_key(app, skey), ref_of(skey)) == 1
     assert me(app, skey)[0] == 200
     assert client.post("/auth/logout", headers={"X-WX-Skey": skey}).status_code == 200
-    assert node(redis_sentinel.master).exists(session_key(app, skey)) == 0
+    assert node(redis_sentinel.master).hexists(session_key(app, skey), ref_of(skey)) == 0
     assert me(app, skey)[0] == 401
 
 
@@ -275,3 +283,33 @@ def test_a_hung_sentinel_cannot_hang_a_worker(hung_server, wechat):
     assert answer, "the login was still waiting for the sentinel after 15 s"
     assert answer["status"] == 503
     assert answer["seconds"] <= BOUND
+
+
+# -- a user's sessions: one key, so one slot, so every script is atomic ---------------------
+
+
+def test_a_users_sessions_are_listed_capped_and_ended_on_the_cluster(app, cluster_db, wechat):
+    app.config["WXLOGIN_MAX_SESSIONS_PER_USER"] = 2
+    client = app.test_client()
+    first = login(client)
+    app.clock.now += 1
+    second, third = login(client), login(client)  # the first is evicted
+    with app.test_request_context(headers={"X-WX-Skey": third}):
+        wxlogin = app.extensions["wxlogin"]
+        assert {(info.ref, info.current) for info in wxlogin.sessions(OPENID)} == {
+            (ref_of(second), False), (ref_of(third), True),
+        }
+        assert wxlogin.end_session(OPENID, ref_of(second)) is True
+    assert [me(app, skey)[0] for skey in (first, second, third)] == [401, 401, 200]
+    assert cluster_db.hlen(session_key(app, third)) == 4  # the third's record, k, and its two device fields
+
+
+def test_logout_all_racing_logins_leaves_no_orphan_on_the_cluster(app, wechat):
+    from .test_sessions import RACE_TRIALS, logout_all, race
+
+    orphans = 0
+    for _ in range(RACE_TRIALS // 3):
+        raced, _ = race(app)
+        logout_all(app)
+        orphans += me(app, raced)[0] == 200
+    assert orphans == 0

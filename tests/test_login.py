@@ -74,13 +74,15 @@ def test_session_holds_what_wechat_sent(client, wechat, app, unionid):
         assert SESSION_KEY not in repr(user)
 
 
-def test_each_login_gets_a_fresh_unrelated_session_id(client, wechat, app):
+def test_each_login_gets_a_fresh_session_id_naming_the_user_and_a_random_secret(client, wechat, app):
     skeys = [login(client) for _ in range(20)]
-    session_ids = {skey.split(".")[0] for skey in skeys}
+    session_ids = {skey.rpartition(".")[0] for skey in skeys}
     assert len(session_ids) == 20
     for session_id in session_ids:
-        assert len(session_id) >= 22  # 16 random bytes, URL-safe base64
-        assert OPENID not in session_id and SESSION_KEY.rstrip("=") not in session_id
+        openid, secret = session_id.split(".")
+        assert openid == OPENID
+        assert len(secret) == 22  # 16 random bytes, URL-safe base64
+        assert SESSION_KEY.rstrip("=") not in session_id
 
 
 @pytest.mark.parametrize(

@@ -8,9 +8,9 @@ from flask import jsonify
 from itsdangerous import Signer
 
 from flask_wxlogin import Unauthorized, WxLoginError, current_wx_user, login_required, user_logged_out
-from flask_wxlogin.tokens import SALT, new_session_id
+from flask_wxlogin.tokens import SALT, salt_for
 
-from .conftest import OPENID, SECRET_KEY, login, make_app
+from .conftest import APPID, OPENID, SECRET_KEY, login, make_app
 
 
 def test_protected_views_accept_the_header_and_bearer(client, wechat):
@@ -29,13 +29,13 @@ def test_the_header_name_is_configurable(wechat):
     assert client.get("/me", headers={"X-Session": skey}).status_code == 200
 
 
-def _forge(session_id: str, key=SECRET_KEY, salt=SALT) -> str:
+def _forge(session_id: str, key=SECRET_KEY, salt=salt_for(APPID)) -> str:
     signer = Signer(key, salt=salt, key_derivation="hmac", digest_method=hashlib.sha256)
     return signer.sign(session_id).decode()
 
 
 def _junk_skeys(skey: str):
-    session_id, signature = skey.split(".")
+    session_id, _, signature = skey.rpartition(".")
     flipped = signature[:-2] + ("A" if signature[-2] != "A" else "B") + signature[-1]
     return [
         pytest.param("", "skey_missing", id="empty"),
@@ -47,8 +47,10 @@ def _junk_skeys(skey: str):
         pytest.param(skey + "A", "skey_invalid", id="extended"),
         pytest.param(_forge(session_id, key="another-apps-key"), "skey_invalid", id="foreign-key"),
         pytest.param(_forge(session_id, salt="another-salt"), "skey_invalid", id="foreign-salt"),
-        pytest.param(_forge(new_session_id()), "session_expired", id="signed-unknown-session"),
+        pytest.param(_forge(session_id, salt=salt_for("wx00000000another")), "skey_invalid", id="foreign-appid"),
+        pytest.param(_forge(session_id, salt=SALT), "skey_invalid", id="0.2-salt-without-appid"),
         pytest.param(_forge("not-a-session-we-made"), "skey_invalid", id="signed-id-of-another-format"),
+        pytest.param(_forge(OPENID + "." + "A" * 22), "session_expired", id="signed-unknown-secret"),
         pytest.param("a" * 10_000, "skey_invalid", id="oversized"),
         pytest.param(skey + "." + "b" * 300, "skey_invalid", id="oversized-near-valid"),
         pytest.param("\u00e9\u00e8.\u00ff\u00fe", "skey_invalid", id="latin1-bytes"),

@@ -113,13 +113,13 @@ def test_store_errors_are_counted_by_operation(deltas, wechat):
     assert client.post("/auth/login", json={"code": "abc"}).status_code == 503
     assert client.get("/me", headers={"X-WX-Skey": _signed(app)}).status_code == 503
     assert deltas("wxlogin_store_errors_total", operation="hit") == 1  # the login's rate-limit count
-    assert deltas("wxlogin_store_errors_total", operation="get") == 1
+    assert deltas("wxlogin_store_errors_total", operation="hmget") == 1  # the session read
 
 
 def _signed(app: Any) -> str:
     """A well-signed skey of a session the store would have to look up."""
     with app.app_context():
-        return app.extensions["wxlogin"]._state().main.sign(new_session_id(), app.config)
+        return app.extensions["wxlogin"]._state().main.sign(new_session_id(OPENID), app.config)
 
 
 def test_only_rejections_on_protected_routes_are_counted(app, wechat, deltas):

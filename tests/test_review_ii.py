@@ -23,7 +23,7 @@ from flask_wxlogin.crypto import decrypt
 from flask_wxlogin.redact import redact
 from flask_wxlogin.store import SessionStore
 from flask_wxlogin.testing import FakeWeChat
-from flask_wxlogin.tokens import _SIGNATURE, SALT, SESSION_ID, SkeySigner, new_session_id
+from flask_wxlogin.tokens import _SIGNATURE, SESSION_ID, SkeySigner, new_session_id, salt_for
 
 from .conftest import APPID, CODE, OPENID, SECRET_KEY, login, make_app
 
@@ -130,14 +130,14 @@ def test_item4_good_secret_key_fallbacks_are_accepted(fallbacks):
 
 
 @pytest.mark.parametrize("session_id", [
-    "u:" + OPENID, "k:" + APPID + ":" + OPENID, "staff:" + new_session_id(), "access_token:{" + APPID + "}",
-    new_session_id() + "x", new_session_id()[:-1], "", "a" * 21 + "=",
+    "u:" + OPENID, "k:" + APPID + ":" + OPENID, "staff:" + new_session_id(OPENID), "access_token:{" + APPID + "}",
+    new_session_id(OPENID) + "x", new_session_id(OPENID)[:-1], "", "a" * 21 + "=",
 ])
 def test_item4_a_validly_signed_skey_naming_another_key_reads_no_store(client, monkeypatch, session_id):
     loads: List[str] = []
     real_load = SessionStore.load
     monkeypatch.setattr(SessionStore, "load", lambda self, sid: loads.append(sid) or real_load(self, sid))
-    skey = SkeySigner(SALT).sign(session_id, SECRET_KEY)
+    skey = SkeySigner(salt_for(APPID)).sign(session_id, SECRET_KEY)
 
     response = client.get("/me", headers={"X-WX-Skey": skey})
 
@@ -146,7 +146,7 @@ def test_item4_a_validly_signed_skey_naming_another_key_reads_no_store(client, m
 
 
 def test_item4_the_session_id_format_matches_what_new_session_id_makes():
-    assert all(SESSION_ID.fullmatch(new_session_id()) for _ in range(200))
+    assert all(SESSION_ID.fullmatch(new_session_id(OPENID)) for _ in range(200))
 
 
 # -- 5. decrypt's first block ------------------------------------------------------------

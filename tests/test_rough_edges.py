@@ -276,7 +276,7 @@ def test_a_cluster_outage_would_name_its_nodes(redis_cluster, cluster_prefix):
 def test_another_cache_is_named_by_its_class(wechat, caplog, tmp_path, monkeypatch):
     app = make_app(CACHE_TYPE="FileSystemCache", CACHE_DIR=str(tmp_path))
     cache = next(iter(app.extensions["cache"].values()))
-    monkeypatch.setattr(cache, "add", lambda *args, **kwargs: (_ for _ in ()).throw(PermissionError(13, "denied")))
+    monkeypatch.setattr(cache, "set", lambda *args, **kwargs: (_ for _ in ()).throw(PermissionError(13, "denied")))
 
     assert app.test_client().post("/auth/login", json={"code": CODE}).status_code == 503
     assert "session store unavailable at FileSystemCache: connection failed (PermissionError)" in caplog.text

@@ -13,7 +13,7 @@ from flask_wxlogin import user_login_failed
 from flask_wxlogin.client import ERRCODES
 from flask_wxlogin.redact import redact
 from flask_wxlogin.testing import FakeWeChat
-from flask_wxlogin.tokens import SkeySigner
+from flask_wxlogin.tokens import SkeySigner, salt_for
 
 from .conftest import make_app
 
@@ -200,8 +200,9 @@ def test_failed_login_leaks_nothing(debug_logs, fake, failures, case):
 
 
 REDIS_DOWN = {"CACHE_TYPE": "RedisCache", "CACHE_REDIS_URL": "redis://127.0.0.1:1/0"}
-WELL_SIGNED = SkeySigner().sign("no-such-session-000000", SECRET_KEY)
-FOREIGN_KEY = SkeySigner().sign("no-such-session-000000", "another-key")
+#: A well-formed session id of a session that does not exist, signed as this app signs.
+WELL_SIGNED = SkeySigner(salt_for(APPID)).sign("oNoSuchUser000000000000000000.AAAAAAAAAAAAAAAAAAAAAA", SECRET_KEY)
+FOREIGN_KEY = SkeySigner(salt_for(APPID)).sign("oNoSuchUser000000000000000000.AAAAAAAAAAAAAAAAAAAAAA", "another-key")
 
 
 @pytest.mark.parametrize(

@@ -10,9 +10,13 @@ import time
 import pytest
 from cachelib import SimpleCache
 
-from .conftest import APPID, OPENID, SESSION_KEY, UNIONID, login, make_app
+from flask_wxlogin.tokens import session_ref
+
+from .conftest import OPENID, SESSION_KEY, UNIONID, login, make_app
 
 IDLE, MAX_AGE = 1000, 5000
+#: A session id as the store issues them, of a session that does not exist.
+WELL_FORMED = OPENID + ".AAAAAAAAAAAAAAAAAAAAAA"
 
 
 class Clock:
@@ -45,16 +49,21 @@ def _store(app):
         return app.extensions["wxlogin"].store
 
 
+def _key_and_ref(app, skey):
+    """The user's key and the session's field in it."""
+    session_id = skey.rpartition(".")[0]
+    return app.config["WXLOGIN_KEY_PREFIX"] + session_id.split(".")[0], session_ref(session_id)
+
+
 def _record(app, skey):
     """What the cache holds for the session, as text."""
-    raw = _store(app).backend.get(app.config["WXLOGIN_KEY_PREFIX"] + skey.split(".")[0])
-    return raw.decode() if isinstance(raw, bytes) else raw
+    return _store(app).backend.read(*_key_and_ref(app, skey))[0]
 
 
 def test_create_then_read(store_app, wechat):
     skey = login(store_app.test_client())
     assert _load(store_app, skey).get_json()["openid"] == OPENID
-    assert _record(store_app, skey) == f"{OPENID}|{SESSION_KEY}||{int(store_app.clock.now)}|0|"
+    assert _record(store_app, skey) == f"{SESSION_KEY}|{int(store_app.clock.now)}|0|"
 
 
 @pytest.mark.parametrize("user_id", [None, 7, "u|7", "\u7528\u6237"])
@@ -68,18 +77,33 @@ def test_the_record_round_trips_every_user_id(store_app, wechat, user_id):
     assert _record(store_app, skey).endswith("|500|" + ("" if user_id is None else json.dumps(user_id)))
 
 
-def test_redis_holds_a_compact_line_under_the_prefixed_key_with_the_idle_ttl(redis_app, redis_db, redis_prefix, wechat):
+#: A real WeChat iPhone User-Agent: 170 characters.
+IPHONE_UA = (
+    "Mozilla/5.0 (iPhone; CPU iPhone OS 17_1_2 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) "
+    "Mobile/15E148 MicroMessenger/8.0.44(0x18002c2f) NetType/WIFI Language/zh_CN"
+)
+
+
+def test_redis_holds_one_compact_hash_per_user_with_the_idle_ttl(redis_app, redis_db, redis_prefix, wechat):
     wechat.ok(unionid=UNIONID)
-    skey = login(redis_app.test_client())
-    key = redis_prefix + skey.split(".")[0]
-    raw = redis_db.get(key)
-    assert raw.decode().split("|")[:3] == [OPENID, SESSION_KEY, UNIONID]
-    assert len(raw) <= 100
+    redis_app.extensions["wxlogin"].on_login(lambda identity: 1234567)
+    skey = login(redis_app.test_client(), headers={"User-Agent": IPHONE_UA},
+                 environ_base={"REMOTE_ADDR": "203.208.160.123"})
+    key, ref = _key_and_ref(redis_app, skey)
+    assert key == redis_prefix + OPENID
+    assert {name.decode(): value.decode() for name, value in redis_db.hgetall(key).items()} == {
+        ref: f"{SESSION_KEY}|{redis_db.hget(key, ref).decode().split('|')[1]}|0|1234567",
+        "k": SESSION_KEY,
+        "u": UNIONID,
+        "@" + ref: IPHONE_UA[:64],
+        "#" + ref: "203.208.160.123",
+    }
+    assert redis_db.object("encoding", key) == b"listpack"  # every value within 64 bytes
     assert 0 < redis_db.ttl(key) <= redis_app.config["WXLOGIN_SESSION_IDLE_TIMEOUT"]
     assert sorted(redis_db.scan_iter(match=redis_prefix + "*")) == sorted(
-        [key.encode(), f"{redis_prefix}u:{OPENID}".encode(), f"{redis_prefix}k:{APPID}:{OPENID}".encode(),
-         f"{redis_prefix}ratelimit:LIMITER/default/127.0.0.1/30/1/minute".encode()]
+        [key.encode(), f"{redis_prefix}ratelimit:LIMITER/default/203.208.160.123/30/1/minute".encode()]
     )
+    assert skey.rpartition(".")[0].split(".")[1] not in str(redis_db.hgetall(key))  # no bearer secret stored
 
 
 def test_reads_within_a_tenth_of_the_idle_timeout_write_nothing(store_app, wechat):
@@ -96,15 +120,17 @@ def test_a_read_after_a_tenth_of_the_idle_timeout_slides_the_expiry(store_app, w
     for _ in range(8):  # 8 x 0.6 idle = 4.8 idle: alive throughout because it is used
         store_app.clock.now += IDLE * 0.6
         assert _load(store_app, skey).status_code == 200
-    created, refreshed_after = _record(store_app, skey).split("|")[3:5]
+    created, refreshed_after = _record(store_app, skey).split("|")[1:3]
     assert (int(created), int(refreshed_after)) == (int(start), int(store_app.clock.now - start))
 
 
-def test_an_idle_session_expires_and_is_deleted(store_app, wechat):
+def test_an_idle_session_expires_and_the_next_login_prunes_it(store_app, wechat):
     skey = login(store_app.test_client())
     store_app.clock.now += IDLE
     response = _load(store_app, skey)
     assert response.status_code == 401 and response.get_json()["error"] == "session_expired"
+    assert _record(store_app, skey) is not None  # a read writes nothing
+    login(store_app.test_client())
     assert _record(store_app, skey) is None
 
 
@@ -117,14 +143,20 @@ def test_max_age_ends_a_session_in_use(store_app, wechat):
     assert _load(store_app, skey).status_code == 401
 
 
-def test_slide_near_max_age_shortens_the_ttl(redis_app, redis_db, redis_prefix, wechat):
+def test_a_slide_extends_the_keys_ttl_to_the_sessions_life_and_never_shortens_it(redis_app, redis_db, wechat):
     redis_app.config.update(WXLOGIN_SESSION_IDLE_TIMEOUT=IDLE, WXLOGIN_SESSION_MAX_AGE=1500)
     clock = Clock()
     _store(redis_app).clock = clock
     skey = login(redis_app.test_client())
+    key, _ = _key_and_ref(redis_app, skey)
+    redis_db.expire(key, 5)
     clock.now += 900
     assert _load(redis_app, skey).status_code == 200
-    assert 590 <= redis_db.ttl(redis_prefix + skey.split(".")[0]) <= 600
+    assert 590 <= redis_db.ttl(key) <= 600  # near the max age: 600 s left, not the idle timeout
+    redis_db.expire(key, 3000)  # as if another session of the user lived longer
+    clock.now += 100
+    assert _load(redis_app, skey).status_code == 200
+    assert redis_db.ttl(key) > 2900
 
 
 def test_revoked_session_is_gone(store_app, wechat):
@@ -139,19 +171,22 @@ def test_redis_really_expires_an_idle_session(redis_url, redis_prefix, redis_db,
     app = make_app(CACHE_TYPE="RedisCache", CACHE_REDIS_URL=redis_url, WXLOGIN_KEY_PREFIX=redis_prefix,
                    WXLOGIN_SESSION_IDLE_TIMEOUT=1, WXLOGIN_SESSION_MAX_AGE=60)
     skey = login(app.test_client())
-    assert redis_db.exists(redis_prefix + skey.split(".")[0]) == 1
+    assert redis_db.exists(redis_prefix + OPENID) == 1
     time.sleep(1.6)
-    assert redis_db.exists(redis_prefix + skey.split(".")[0]) == 0
+    assert redis_db.exists(redis_prefix + OPENID) == 0
     assert _load(app, skey).status_code == 401
 
 
-def test_embedded_default_keeps_more_sessions_than_cachelibs_default_threshold(wechat):
+def test_embedded_default_keeps_more_users_than_cachelibs_default_threshold(wechat):
     app = make_app(WXLOGIN_LOGIN_RATE_LIMIT=None)  # 600 logins from one address
     client = app.test_client()
-    skeys = [login(client, code=f"code{i}") for i in range(600)]
+    skeys = []
+    for i in range(600):
+        wechat.ok(openid=f"oUser{i:023d}")
+        skeys.append(login(client, code=f"code{i}"))
     assert all(_load(app, skey).status_code == 200 for skey in skeys[:5] + skeys[-5:])
     (backend,) = app.extensions["cache"].values()
-    assert len(backend._cache) == 602  # 600 sessions, the user's index and newest session_key
+    assert len(backend._cache) == 600  # one key per user
 
 
 @pytest.fixture
@@ -174,7 +209,7 @@ def test_one_redis_command_per_protected_request_and_none_for_a_forged_skey(redi
     counted_commands.clear()
     for _ in range(5):
         assert client.get("/me", headers={"X-WX-Skey": skey}).status_code == 200
-    assert counted_commands == ["GET"] * 5
+    assert counted_commands == ["HMGET"] * 5
     counted_commands.clear()
     assert client.get("/me", headers={"X-WX-Skey": skey[:-3] + "abc"}).status_code == 401
     assert counted_commands == []
@@ -184,7 +219,7 @@ def test_one_redis_command_per_protected_request_and_none_for_a_forged_skey(redi
 def test_unreachable_redis_is_503_never_401(wechat, path, method):
     app = make_app(CACHE_TYPE="RedisCache", CACHE_REDIS_URL="redis://127.0.0.1:1/0")
     with app.test_request_context():
-        skey = app.extensions["wxlogin"]._state().main.sign("some-session-id-000000", app.config)
+        skey = app.extensions["wxlogin"]._state().main.sign(WELL_FORMED, app.config)
     started = time.monotonic()
     response = getattr(app.test_client(), method)(path, json={"code": "abc"}, headers={"X-WX-Skey": skey})
     assert time.monotonic() - started < 3
@@ -205,7 +240,7 @@ def test_a_store_outage_error_carries_no_backend_exception(wechat):
 
 
 class RefusingCache(SimpleCache):
-    def add(self, key, value, timeout=None):
+    def set(self, key, value, timeout=None):
         return False
 
 
@@ -215,16 +250,16 @@ def test_a_write_the_cache_refuses_is_503_and_no_skey(wechat, caplog):
     assert response.status_code == 503
     assert response.get_json()["error"] == "session_store_unavailable"
     assert "skey" not in response.get_data(as_text=True)
-    assert "refused to keep a new session" in caplog.text
+    assert "refused to keep a write" in caplog.text
 
 
 @pytest.mark.parametrize("value", [
-    b"not a record", b"a|b|c", b"|key||1|0|", b"o|k||x|0|", b"o|k||1|y|", b"o|k||1|0|{bad json", b"o|\xff||1|0|",
+    b"not a record", b"a|b|c", b"|1|0|", b"k|x|0|", b"k|1|y|", b"k|1|0|{bad json", b"\xff|1|0|",
     b'["o","k",null,null,1,1]',
 ])
 def test_an_unreadable_record_is_no_session(redis_app, redis_db, redis_prefix, wechat, value, caplog):
     skey = login(redis_app.test_client())
-    redis_db.set(redis_prefix + skey.split(".")[0], value)
+    redis_db.hset(*_key_and_ref(redis_app, skey), value)
     with caplog.at_level(logging.WARNING, "flask_wxlogin"):
         assert _load(redis_app, skey).status_code == 401
     assert "unreadable session record" in caplog.text
@@ -239,7 +274,7 @@ def test_a_pickle_planted_under_a_session_key_is_never_loaded(redis_app, redis_d
     skey = login(redis_app.test_client())
     exploit = _Exploit()
     exploit.path = str(tmp_path / "pwned")
-    redis_db.set(redis_prefix + skey.split(".")[0], b"!" + pickle.dumps(exploit))
+    redis_db.hset(*_key_and_ref(redis_app, skey), b"!" + pickle.dumps(exploit))
     assert _load(redis_app, skey).status_code == 401
     assert not (tmp_path / "pwned").exists()
 
@@ -267,20 +302,15 @@ def test_logout_all_ends_every_session_of_one_user_and_no_one_elses(store_app, w
     assert _load(store_app, login(client)).status_code == 200
 
 
-def test_logout_all_reads_one_index_and_scans_nothing(redis_app, wechat, counted_commands):
+def test_logout_all_is_one_script_and_scans_nothing(redis_app, redis_db, redis_prefix, wechat, counted_commands):
     client = redis_app.test_client()
     for _ in range(2):
         login(client)
     counted_commands.clear()
     with redis_app.app_context():
-        redis_app.extensions["wxlogin"].logout_all(OPENID)
-    assert counted_commands == ["SMEMBERS", "DEL", "DEL", "DEL", "DEL"]  # 2 sessions, index, newest key
-
-
-def test_the_user_index_expires_with_the_max_age(redis_app, redis_db, redis_prefix, wechat):
-    login(redis_app.test_client())
-    ttl = redis_db.ttl(f"{redis_prefix}u:{OPENID}")
-    assert redis_app.config["WXLOGIN_SESSION_MAX_AGE"] - 5 < ttl <= redis_app.config["WXLOGIN_SESSION_MAX_AGE"]
+        assert redis_app.extensions["wxlogin"].logout_all(OPENID) == 2
+    assert counted_commands == ["EVAL"]
+    assert redis_db.exists(redis_prefix + OPENID) == 0
 
 
 def test_logout_all_cli_command(redis_app, wechat):
@@ -302,7 +332,7 @@ def test_a_hung_redis_cannot_hang_a_worker():
     threading.Thread(target=lambda: [held.append(listener.accept()) for _ in range(4)], daemon=True).start()
     app = make_app(CACHE_TYPE="RedisCache", CACHE_REDIS_URL=f"redis://127.0.0.1:{listener.getsockname()[1]}/0")
     with app.test_request_context():
-        skey = app.extensions["wxlogin"]._state().main.sign("some-session-id-000000", app.config)
+        skey = app.extensions["wxlogin"]._state().main.sign(WELL_FORMED, app.config)
     started = time.monotonic()
     response = app.test_client().get("/me", headers={"X-WX-Skey": skey})
     elapsed = time.monotonic() - started
