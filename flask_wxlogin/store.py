@@ -5,8 +5,9 @@ the main one, ``WXLOGIN_KEY_PREFIX + "<name>:"`` for each other. A user's
 sessions live in one small hash under ``<prefix><openid>`` (openids hold no
 ``:``, so no user's key is another program's or an internal one). Its fields:
 
-- ``<ref>``: one per session, named by the session's :func:`~.tokens.session_ref`
-  (the store keeps no bearer secret), holding one line of text (never a pickle)::
+- ``<ref>``: one per session, named by the session's ref (a digest of the
+  skey's secret part, :func:`~.tokens.split_session_id`: the store keeps no
+  bearer secret), holding one line of text (never a pickle)::
 
       session_key|created_at|last_seen_at - created_at|user_id as JSON
 

@@ -215,6 +215,18 @@ def test_one_redis_command_per_protected_request_and_none_for_a_forged_skey(redi
     assert counted_commands == []
 
 
+def test_a_slide_is_one_script_once_per_tenth_of_the_idle_timeout(redis_app, wechat, counted_commands):
+    clock = Clock()
+    _store(redis_app).clock = clock
+    client = redis_app.test_client()
+    skey = login(client)
+    clock.now += redis_app.config["WXLOGIN_SESSION_IDLE_TIMEOUT"] * 0.1
+    counted_commands.clear()
+    for _ in range(3):
+        assert client.get("/me", headers={"X-WX-Skey": skey}).status_code == 200
+    assert counted_commands == ["HMGET", "EVAL", "HMGET", "HMGET"]
+
+
 @pytest.mark.parametrize("path, method", [("/auth/login", "post"), ("/me", "get"), ("/auth/logout", "post")])
 def test_unreachable_redis_is_503_never_401(wechat, path, method):
     app = make_app(CACHE_TYPE="RedisCache", CACHE_REDIS_URL="redis://127.0.0.1:1/0")
