@@ -34,7 +34,7 @@ export interface PlatformLoginOptions {
 export interface PlatformRequestOptions {
   url: string;
   method: Method;
-  data?: string | Record<string, unknown> | ArrayBuffer;
+  data?: string | object | ArrayBuffer;
   header: Record<string, string>;
   timeout?: number;
   success: (response: PlatformResponse) => void;
@@ -45,7 +45,7 @@ export interface PlatformUploadOptions {
   url: string;
   filePath: string;
   name: string;
-  formData?: Record<string, unknown>;
+  formData?: object;
   header: Record<string, string>;
   timeout?: number;
   success: (response: PlatformUploadResponse) => void;
@@ -91,7 +91,8 @@ export interface RequestOptions {
   url: string;
   /** Default `"GET"`. */
   method?: Method;
-  data?: string | Record<string, unknown> | ArrayBuffer;
+  /** The body (or, for GET, the query), as for `wx.request`: an object or array goes as JSON. */
+  data?: string | object | ArrayBuffer;
   /** Extra headers; the skey header is added (and wins). */
   header?: Record<string, string>;
   /** Milliseconds, passed to the platform. */
@@ -105,7 +106,8 @@ export interface UploadOptions {
   filePath: string;
   /** The form field name of the file. */
   name: string;
-  formData?: Record<string, unknown>;
+  /** Other form fields, as for `wx.uploadFile`. */
+  formData?: object;
   header?: Record<string, string>;
   timeout?: number;
 }
