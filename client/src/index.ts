@@ -27,13 +27,16 @@ const RETRY_STATUSES = [429, 502, 503, 504];
 
 /**
  * The one error the client rejects with. The fields come from the server's
- * JSON error shape; a network failure is `status` 0, `error` "network_error"
- * and the platform's `errMsg`.
+ * JSON error shape, except for the client's own: "network_error" (status 0:
+ * the platform's `fail`, or a platform call that threw, with its `errMsg`),
+ * "logged_out" (status 0: logout() cut the call short), "login_answer_invalid"
+ * (a 200 login answer without an skey) and "http_error" (an error answer
+ * that is not the server's JSON).
  */
 export class WxLoginError extends Error {
   /** The HTTP status; 0 when no answer came. */
   readonly status: number;
-  /** The server's machine-readable name, e.g. `"session_expired"`. */
+  /** The server's machine-readable name, e.g. `"session_expired"`, or one of the client's own (see above). */
   readonly error: string;
   /** WeChat's errcode, when the server passed one on; else null. */
   readonly errcode: number | null;

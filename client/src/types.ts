@@ -79,15 +79,18 @@ export interface ClientOptions {
   header?: string;
   /** The storage key the skey is kept under. Default `"wxlogin.skey"`. */
   storageKey?: string;
-  /** Most platform requests (and uploads) in flight at once; more wait their turn. Default 10, `wx.request`'s own limit. */
+  /**
+   * Most platform requests (and uploads) in flight at once, a whole number >= 1; more wait their turn, the login
+   * and logout POSTs ahead of the rest. Default 10, `wx.request`'s own limit.
+   */
   maxConcurrent?: number;
-  /** Longest `Retry-After`, in seconds, the client waits for by itself before its one retry. Default 5. */
+  /** Longest `Retry-After`, in seconds (finite, >= 0), the client waits for by itself before its one retry. Default 5. */
   maxRetryAfter?: number;
 }
 
 /** A request below `baseURL`, as for `wx.request`. */
 export interface RequestOptions {
-  /** A path below `baseURL`, e.g. `"/me"`. */
+  /** A path below `baseURL`, e.g. `"/me"`: starts with "/" and not "//", else a TypeError. */
   url: string;
   /** Default `"GET"`. */
   method?: Method;
@@ -127,7 +130,11 @@ export interface Client {
   request<T = unknown>(options: RequestOptions): Promise<Response<T>>;
   /** `wx.uploadFile` below `baseURL`, by the same rules as `request`. */
   uploadFile(options: UploadOptions): Promise<Response<string>>;
-  /** Forgets the skey and ends its session on the server. */
+  /**
+   * Ends the session on the server, then forgets the skey (on a 2xx, or a 401: already ended). A 429/5xx
+   * is retried once by the Retry-After rules; other failures keep the skey and reject, so it can be called
+   * again. Logins and 401 retries begun before it are cut short (`logged_out`), ending their new sessions.
+   */
   logout(): Promise<void>;
   /** The stored skey, or null. */
   readonly skey: string | null;
