@@ -83,7 +83,8 @@ export function createClient(options: types.ClientOptions): types.Client {
   const limit = createLimiter(options.maxConcurrent ?? 10);
   /** Bumped by every logout(): a login or retry begun before it must not leave a session behind. */
   let generation = 0;
-  let loggingIn: { skey: Promise<string>; generation: number } | null = null;
+  /** The login in flight, shared by every call that needs one; logout() drops it (it ends itself). */
+  let loggingIn: { skey: Promise<string> } | null = null;
 
   function stored(): string | null {
     const value = platform.getStorageSync(storageKey);
@@ -171,7 +172,7 @@ export function createClient(options: types.ClientOptions): types.Client {
   /** Joins the login in flight, or starts one that sends `old` so the server ends that session. */
   function login(old: string | null): Promise<string> {
     if (loggingIn === null) {
-      const flight = { skey: loginRound(old, generation, false, false), generation };
+      const flight = { skey: loginRound(old, generation, false, false) };
       const done = (): void => {
         if (loggingIn === flight) loggingIn = null;
       };
