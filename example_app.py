@@ -1,6 +1,7 @@
 """flask-wxlogin example: ``python example_app.py`` serves on http://127.0.0.1:5000.
 
-``python example_app.py --port N`` (or ``PORT=N``) serves on port N instead;
+``python example_app.py --port N`` (or ``PORT=N``) serves on port N instead
+(``--port 0``: any free port, printed as ``Running on http://127.0.0.1:PORT``);
 ``flask --app example_app run -p N`` works too.
 
 Routes: ``POST /auth/login``, ``POST /auth/logout``, and four protected ones:
@@ -155,7 +156,7 @@ def _failing_codes(answer: JsCode2Session) -> JsCode2Session:
 
 
 def port_from(argv: Optional[List[str]] = None, environ: Optional[Dict[str, str]] = None) -> int:
-    """``--port N``, else the ``PORT`` environment variable, else 5000."""
+    """``--port N``, else the ``PORT`` environment variable, else 5000; 0 asks the OS for a free port."""
     environ = os.environ if environ is None else environ
     parser = argparse.ArgumentParser(description="The flask-wxlogin example app.")
     parser.add_argument("--port", type=int, help=f"port to serve on (default: $PORT or {DEFAULT_PORT})")
@@ -165,8 +166,8 @@ def port_from(argv: Optional[List[str]] = None, environ: Optional[Dict[str, str]
             port = int(environ.get("PORT") or DEFAULT_PORT)
         except ValueError:
             parser.error(f"PORT must be a number, not {environ['PORT']!r}")
-    if not 0 < port < 65536:
-        parser.error(f"the port must be between 1 and 65535, not {port}")
+    if not 0 <= port < 65536:
+        parser.error(f"the port must be between 0 (any free port) and 65535, not {port}")
     return port
 
 

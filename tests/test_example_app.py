@@ -5,6 +5,7 @@ import base64
 import io
 import logging
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -251,6 +252,7 @@ def test_with_credentials_the_phone_route_asks_the_real_wechat(real_env, request
     pytest.param([], {"PORT": "5123"}, 5123, id="PORT"),
     pytest.param(["--port", "5124"], {"PORT": "5123"}, 5124, id="--port-wins"),
     pytest.param(["--port=5125"], {}, 5125, id="--port="),
+    pytest.param(["--port", "0"], {"PORT": "5123"}, 0, id="zero-any-free-port"),
 ])
 def test_the_port_comes_from_the_argument_then_the_environment(argv, environ, port):
     assert example_app.port_from(argv, environ) == port
@@ -259,7 +261,7 @@ def test_the_port_comes_from_the_argument_then_the_environment(argv, environ, po
 @pytest.mark.parametrize("argv, environ", [
     pytest.param(["--port", "web"], {}, id="not-a-number"),
     pytest.param([], {"PORT": "http"}, id="PORT-not-a-number"),
-    pytest.param(["--port", "0"], {}, id="zero"),
+    pytest.param(["--port", "-1"], {}, id="negative"),
     pytest.param([], {"PORT": "70000"}, id="too-large"),
 ])
 def test_a_bad_port_stops_with_a_usage_error(argv, environ, capsys):
@@ -292,6 +294,27 @@ def test_python_example_app_port_serves_there(demo_env):
         server.terminate()
         _, stderr = server.communicate(timeout=10)
     assert '"GET /me HTTP/1.1" 401' in stderr.replace("\x1b[31m\x1b[1m", "").replace("\x1b[0m", "")
+
+
+def test_python_example_app_port_0_serves_on_the_port_it_prints(demo_env):
+    """``--port 0``: the OS picks a free port, and the log says which (the client SDK's tests read it)."""
+    env = {k: v for k, v in os.environ.items() if k not in example_app.REAL_SETTINGS}
+    env["PYTHONPATH"] = ROOT
+    server = subprocess.Popen([sys.executable, "example_app.py", "--port", "0"], cwd=ROOT, env=env,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        running = None
+        for line in server.stderr:
+            running = re.match(r" \* Running on (http://127\.0\.0\.1:(\d+))$", line.rstrip("\n"))
+            if running:
+                break
+        assert running is not None, "no 'Running on' line before the server's output ended"
+        assert int(running.group(2)) != 0
+        answer = requests.get(running.group(1) + "/me", timeout=5)
+        assert (answer.status_code, answer.json()["error"]) == (401, "skey_missing")
+    finally:
+        server.terminate()
+        server.communicate(timeout=10)
 
 
 @pytest.mark.parametrize("code, status, error", [

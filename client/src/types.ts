@@ -34,7 +34,7 @@ export interface PlatformLoginOptions {
 export interface PlatformRequestOptions {
   url: string;
   method: Method;
-  data?: string | Record<string, unknown> | ArrayBuffer;
+  data?: string | object | ArrayBuffer;
   header: Record<string, string>;
   timeout?: number;
   success: (response: PlatformResponse) => void;
@@ -45,7 +45,7 @@ export interface PlatformUploadOptions {
   url: string;
   filePath: string;
   name: string;
-  formData?: Record<string, unknown>;
+  formData?: object;
   header: Record<string, string>;
   timeout?: number;
   success: (response: PlatformUploadResponse) => void;
@@ -79,19 +79,23 @@ export interface ClientOptions {
   header?: string;
   /** The storage key the skey is kept under. Default `"wxlogin.skey"`. */
   storageKey?: string;
-  /** Most platform requests (and uploads) in flight at once; more wait their turn. Default 10, `wx.request`'s own limit. */
+  /**
+   * Most platform requests (and uploads) in flight at once, a whole number >= 1; more wait their turn, the login
+   * and logout POSTs ahead of the rest. Default 10, `wx.request`'s own limit.
+   */
   maxConcurrent?: number;
-  /** Longest `Retry-After`, in seconds, the client waits for by itself before its one retry. Default 5. */
+  /** Longest `Retry-After`, in seconds (finite, >= 0), the client waits for by itself before its one retry. Default 5. */
   maxRetryAfter?: number;
 }
 
 /** A request below `baseURL`, as for `wx.request`. */
 export interface RequestOptions {
-  /** A path below `baseURL`, e.g. `"/me"`. */
+  /** A path below `baseURL`, e.g. `"/me"`: starts with "/" and not "//", else a TypeError. */
   url: string;
   /** Default `"GET"`. */
   method?: Method;
-  data?: string | Record<string, unknown> | ArrayBuffer;
+  /** The body (or, for GET, the query), as for `wx.request`: an object or array goes as JSON. */
+  data?: string | object | ArrayBuffer;
   /** Extra headers; the skey header is added (and wins). */
   header?: Record<string, string>;
   /** Milliseconds, passed to the platform. */
@@ -105,7 +109,8 @@ export interface UploadOptions {
   filePath: string;
   /** The form field name of the file. */
   name: string;
-  formData?: Record<string, unknown>;
+  /** Other form fields, as for `wx.uploadFile`. */
+  formData?: object;
   header?: Record<string, string>;
   timeout?: number;
 }
@@ -125,7 +130,11 @@ export interface Client {
   request<T = unknown>(options: RequestOptions): Promise<Response<T>>;
   /** `wx.uploadFile` below `baseURL`, by the same rules as `request`. */
   uploadFile(options: UploadOptions): Promise<Response<string>>;
-  /** Forgets the skey and ends its session on the server. */
+  /**
+   * Ends the session on the server, then forgets the skey (on a 2xx, or a 401: already ended). A 429/5xx
+   * is retried once by the Retry-After rules; other failures keep the skey and reject, so it can be called
+   * again. Logins and 401 retries begun before it are cut short (`logged_out`), ending their new sessions.
+   */
   logout(): Promise<void>;
   /** The stored skey, or null. */
   readonly skey: string | null;

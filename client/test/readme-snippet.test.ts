@@ -9,6 +9,7 @@ import { join } from "node:path";
 import { test } from "node:test";
 import { demoServer, endSessionOnServer } from "./helpers/fixtures";
 import { createFakePlatform } from "./helpers/platform";
+import { REPO_ROOT } from "./helpers/repo";
 
 const server = demoServer();
 
@@ -20,7 +21,7 @@ interface SnippetApp {
 
 /** The `// app.js` block of README.rst's minimal snippet, run with `App` and `wx` as a mini program has them. */
 function readmeApp(wx: unknown, baseURL: string): SnippetApp {
-  const readme = readFileSync(join(__dirname, "..", "..", "README.rst"), "utf8");
+  const readme = readFileSync(join(REPO_ROOT, "README.rst"), "utf8");
   const start = readme.indexOf("    // app.js\n");
   assert.ok(start >= 0, "README.rst has no '// app.js' snippet");
   const lines: string[] = [];

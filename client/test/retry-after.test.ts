@@ -17,16 +17,20 @@ async function behindGateway(maxRetryAfter?: number) {
 }
 
 test("503 with Retry-After on login (WeChat busy): waits, then one more login with a fresh code", async () => {
-  const { api, platform } = clientOn(server());
-  platform.scriptedCodes.push("demo-fail--1-busy");
+  const { api, platform, gateway } = await behindGateway();
+  gateway.refuseNext("POST", "/auth/login", {
+    status: 503, retryAfter: "1", contentType: "application/json",
+    body: JSON.stringify({ code: "503", error: "wechat_busy", message: "WeChat is busy.", errcode: -1 }),
+  });
   const started = Date.now();
 
   const res = await api.request({ url: "/me" });
 
   assert.equal(res.statusCode, 200);
-  assert.ok(Date.now() - started >= 4900, "waited the server's Retry-After: 5");
+  assert.ok(Date.now() - started >= 950, "waited the Retry-After: 1");
   assert.equal(platform.codes.length, 2);
   assert.notEqual(platform.codes[1], platform.codes[0]);
+  assert.equal(platform.sentTo("/auth/login"), 2);
 });
 
 test("503 on login with a Retry-After over maxRetryAfter rejects at once, carrying retryAfter", async () => {
@@ -63,7 +67,7 @@ test("a GET answered 503 with Retry-After is retried once after the wait", async
   const res = await api.request({ url: "/me" });
 
   assert.equal(res.statusCode, 200);
-  assert.ok(Date.now() - started >= 950);
+  assert.ok(Date.now() - started >= 950, "waited the Retry-After: 1");
   assert.equal(platform.sentTo("/me"), 2);
 });
 

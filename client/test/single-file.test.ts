@@ -1,5 +1,9 @@
-/** dist/index.js is one self-contained file for the mini program runtime: no require, no Node, prints nothing. */
+/**
+ * dist/index.js is one self-contained file for the mini program runtime: ES2015 syntax and built-ins
+ * only (older base libraries and iOS JavaScriptCore have no more), no require, no Node, prints nothing.
+ */
 import { strict as assert } from "node:assert";
+import { parse } from "acorn";
 import { readFileSync } from "node:fs";
 import { join } from "node:path";
 import { test } from "node:test";
@@ -11,13 +15,34 @@ import { demoServer, endSessionOnServer } from "./helpers/fixtures";
 const server = demoServer();
 const source = readFileSync(join(__dirname, "..", "dist", "index.js"), "utf8");
 
-/** Loads dist/index.js as a copied file would be: only `exports`, timers and the global `wx`. No console, require or process. */
+/** Built-ins newer than ES2015, which a mini program runtime may lack: gone from the test's runtime. */
+const NEWER_THAN_ES2015 = [
+  "Object.entries", "Object.values", "Object.fromEntries", "Object.getOwnPropertyDescriptors", "Object.hasOwn",
+  "Array.prototype.includes", "Array.prototype.flat", "Array.prototype.flatMap", "Array.prototype.at",
+  "Array.prototype.findLast", "Array.prototype.findLastIndex",
+  "Promise.prototype.finally", "Promise.allSettled", "Promise.any",
+  "String.prototype.padStart", "String.prototype.padEnd", "String.prototype.trimStart", "String.prototype.trimEnd",
+  "String.prototype.matchAll", "String.prototype.replaceAll", "String.prototype.at",
+  "globalThis", "BigInt", "AggregateError", "WeakRef", "FinalizationRegistry", "Symbol.asyncIterator",
+];
+
+/**
+ * Loads dist/index.js as a copied file would be: only `exports`, timers and the global `wx`, in an
+ * ES2015 runtime. No console, require or process.
+ */
 function load(wx?: unknown): typeof Sdk {
   const exports = {};
   const context = createContext({ exports, setTimeout, wx });
+  runInContext(NEWER_THAN_ES2015.map((name) => `delete ${name};`).join("\n"), context);
+  assert.equal(runInContext("typeof Object.entries + typeof [].includes + typeof Promise.prototype.finally", context),
+               "undefinedundefinedundefined");
   runInContext(source, context, { filename: "flask-wxlogin-client.js" });
   return exports as typeof Sdk;
 }
+
+test("the built file parses as ES2015", () => {
+  assert.doesNotThrow(() => parse(source, { ecmaVersion: 2015, sourceType: "script" }));
+});
 
 test("the built file has no require, no dynamic import and no console", () => {
   assert.doesNotMatch(source, /\brequire\s*\(/);

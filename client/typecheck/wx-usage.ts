@@ -3,7 +3,7 @@
  * `tsc --noEmit --strict` (npm run typecheck), never run. `wx` is passed as
  * `platform` without a cast.
  */
-import { createClient, WxLoginError, type Client, type Response } from "../src/index";
+import { createClient, WxLoginError, type Client, type Response } from "flask-wxlogin-client";
 
 const api: Client = createClient({
   baseURL: "https://api.example.com",
@@ -16,6 +16,26 @@ const api: Client = createClient({
   maxRetryAfter: 5,
 });
 const byDefault: Client = createClient({ baseURL: "https://api.example.com" });
+
+/** Bodies typed by interfaces, and arrays, go as `data` and `formData` as they would to wx.request / wx.uploadFile. */
+interface Phone {
+  code: string;
+}
+interface Album {
+  album: string;
+  tags: string[];
+}
+
+export async function bodies(phone: Phone, album: Album, ids: number[], raw: ArrayBuffer): Promise<number[]> {
+  const answers = await Promise.all([
+    api.request({ url: "/phone", method: "POST", data: phone }),
+    api.request({ url: "/batch", method: "POST", data: ids }),
+    api.request({ url: "/raw", method: "PUT", data: raw }),
+    api.request({ url: "/text", method: "POST", data: "a=1" }),
+    api.uploadFile({ url: "/avatar", filePath: "wxfile://tmp.png", name: "file", formData: album }),
+  ]);
+  return answers.map((a) => a.statusCode);
+}
 
 interface Me {
   code: string;

@@ -30,9 +30,13 @@ export interface FakePlatform extends Platform {
   readonly scriptedCodes: string[];
   /** Every request and upload, as sent. */
   readonly sent: SentRequest[];
+  /** Every answer the server gave, with its request, in the order they came. */
+  readonly answers: Array<{ request: SentRequest; statusCode: number; data: unknown }>;
   readonly storage: Map<string, string>;
   /** Most requests and uploads in flight at once so far. */
   readonly maxInFlight: number;
+  /** Called with each request before it goes out (tests hold one there while they act "meanwhile"). */
+  beforeSend: ((request: SentRequest) => Promise<void>) | null;
   /** Called with each answer before `success` sees it (tests use it to act "meanwhile" on the server). */
   beforeAnswer: ((request: SentRequest, response: PlatformResponse) => Promise<void>) | null;
   /** The number of requests sent to `path` (the client adds the baseURL). */
@@ -45,6 +49,7 @@ export function createFakePlatform(style: Style = "wx"): FakePlatform {
   const codes: string[] = [];
   const scriptedCodes: string[] = [];
   const sent: SentRequest[] = [];
+  const answers: FakePlatform["answers"] = [];
   const storage = new Map<string, string>();
   let inFlight = 0;
   let maxInFlight = 0;
@@ -69,7 +74,9 @@ export function createFakePlatform(style: Style = "wx"): FakePlatform {
     inFlight++;
     maxInFlight = Math.max(maxInFlight, inFlight);
     try {
+      if (platform.beforeSend !== null) await platform.beforeSend(request);
       const response = await exchange();
+      answers.push({ request, statusCode: response.statusCode, data: response.data });
       if (platform.beforeAnswer !== null) await platform.beforeAnswer(request, response);
       return response;
     } finally {
@@ -81,8 +88,10 @@ export function createFakePlatform(style: Style = "wx"): FakePlatform {
     codes,
     scriptedCodes,
     sent,
+    answers,
     storage,
     get maxInFlight() { return maxInFlight; },
+    beforeSend: null,
     beforeAnswer: null,
     sentTo(path: string, method?: string): number {
       return sent.filter((r) => new URL(r.url).pathname === path && (method === undefined || r.method === method)).length;
