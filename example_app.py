@@ -40,7 +40,7 @@ from typing import Any, Callable, Dict, List, Optional, Tuple
 from flask import Flask, request
 from werkzeug.exceptions import RequestEntityTooLarge
 
-from flask_wxlogin import WxLogin, current_wx_user, login_required
+from flask_wxlogin import WxLogin, WxLoginError, current_wx_user, login_required
 from flask_wxlogin.testing import FakeWeChat
 
 log = logging.getLogger("example_app")
@@ -102,9 +102,9 @@ def create_app() -> Flask:
         try:
             upload = request.files.get("file")
         except RequestEntityTooLarge:
-            return {"code": "413", "error": "body_too_large", "message": "An avatar is at most 2 MiB."}, 413
+            raise WxLoginError("An avatar is at most 2 MiB.", error="body_too_large", status=413) from None
         if upload is None:
-            return {"code": "400", "error": "file_missing", "message": "Send the image as the form field 'file'."}, 400
+            raise WxLoginError("Send the image as the form field 'file'.", error="file_missing", status=400)
         size = len(upload.read())
         return {"code": "200", "data": {"openid": current_wx_user.openid, "size": size, "form": request.form.to_dict()}}
 

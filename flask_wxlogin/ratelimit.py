@@ -47,8 +47,8 @@ class LoginRateLimit:
             limiter = self._limiters.setdefault(key_prefix, MovingWindowRateLimiter(storage))
         for item in rate_limits(limit):
             # Through the store's guard: an outage is the same 503, log line and metric as a session call.
-            if not self.backend._call(limiter.hit, item, program, ip):
-                stats = self.backend._call(limiter.get_window_stats, item, program, ip)
+            if not self.backend.guarded(limiter.hit, item, program, ip):
+                stats = self.backend.guarded(limiter.get_window_stats, item, program, ip)
                 # Whole seconds after which the oldest attempt is out of the window (at the edge it is in).
                 raise LoginRateLimited(max(1, math.floor(stats.reset_time - time.time()) + 1))
 

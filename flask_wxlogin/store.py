@@ -109,7 +109,11 @@ class _Backend:
         """Which backend this is, for a log line (never a password)."""
         return type(self._cache).__name__
 
-    def _call(self, method: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+    def guarded(self, method: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        """``method(*args, **kwargs)`` on this backend; any backend failure is :class:`StoreUnavailable`.
+
+        Logged once with its cause and counted: the rate limiter's calls go through it too.
+        """
         try:
             return method(*args, **kwargs)
         except self.errors as exc:
@@ -251,19 +255,19 @@ class _RedisBackend(_Backend):
     # -- plain values (the access_token) -------------------------------------------
 
     def get(self, key: str) -> Optional[bytes]:
-        return self._call(self._client.get, self._key(key))  # type: ignore[no-any-return]
+        return self.guarded(self._client.get, self._key(key))  # type: ignore[no-any-return]
 
     def add(self, key: str, value: str, ttl: int) -> bool:
-        return bool(self._call(self._client.set, self._key(key), value, ex=ttl, nx=True))
+        return bool(self.guarded(self._client.set, self._key(key), value, ex=ttl, nx=True))
 
     def delete(self, key: str) -> None:
-        self._call(self._client.delete, self._key(key))
+        self.guarded(self._client.delete, self._key(key))
 
     def set(self, key: str, value: str, ttl: int) -> None:
-        self._call(self._client.set, self._key(key), value, ex=ttl)
+        self.guarded(self._client.set, self._key(key), value, ex=ttl)
 
     def delete_if_equal(self, key: str, value: str) -> None:
-        self._call(self._client.eval, _DELETE_IF_EQUAL, 1, self._key(key), value)
+        self.guarded(self._client.eval, _DELETE_IF_EQUAL, 1, self._key(key), value)
 
     # -- a user's sessions ---------------------------------------------------------
 
@@ -271,9 +275,9 @@ class _RedisBackend(_Backend):
         """The session's record and the user's unionid, in one command (none on a near-cache hit)."""
         full = self._key(key)
         if self.near_cache is None:
-            record, unionid = self._call(self._client.hmget, full, (ref, UNIONID))
+            record, unionid = self.guarded(self._client.hmget, full, (ref, UNIONID))
         else:
-            found = self._call(self.near_cache.read, full, ref, lambda: _session(self._client.hmget(full, (ref, UNIONID))))
+            found = self.guarded(self.near_cache.read, full, ref, lambda: _session(self._client.hmget(full, (ref, UNIONID))))
             record, unionid = found or (None, None)
         return text(record), text(unionid)
 
@@ -282,29 +286,29 @@ class _RedisBackend(_Backend):
         if self.near_cache is not None:
             self.near_cache.invalidate(self._key(key))
             if revoking:
-                self._call(barrier, self._client)
+                self.guarded(barrier, self._client)
 
     def field(self, key: str, name: str) -> Optional[str]:
-        return text(self._call(self._client.hget, self._key(key), name))
+        return text(self.guarded(self._client.hget, self._key(key), name))
 
     def fields(self, key: str) -> Dict[str, str]:
-        found = self._call(self._client.hgetall, self._key(key))
+        found = self.guarded(self._client.hgetall, self._key(key))
         return {text(name): text(value) for name, value in found.items()}  # type: ignore[misc]
 
     def slide(self, key: str, ref: str, record: str, rules: Rules) -> bool:
         ttl = rules.remaining(record)
-        slid = bool(self._call(self._client.eval, _SLIDE, 1, self._key(key), *rules, ref, record, ttl))
+        slid = bool(self.guarded(self._client.eval, _SLIDE, 1, self._key(key), *rules, ref, record, ttl))
         self._changed(key, revoking=False)  # no session ends: others may see the older time a moment longer
         return slid
 
     def login(self, key: str, rules: Rules, cap: int, unionid: Optional[str], entries: Mapping[str, str]) -> List[str]:
         pairs = [item for entry in entries.items() for item in entry]
-        evicted = self._call(self._client.eval, _LOGIN, 1, self._key(key), *rules, cap, unionid or "", *pairs)
+        evicted = self.guarded(self._client.eval, _LOGIN, 1, self._key(key), *rules, cap, unionid or "", *pairs)
         self._changed(key, revoking=bool(evicted))
         return [ref.decode() for ref in evicted]
 
     def end(self, key: str, rules: Rules, mode: str, refs: Sequence[str] = ()) -> List[str]:
-        ended = self._call(self._client.eval, _END, 1, self._key(key), *rules, mode, *refs)
+        ended = self.guarded(self._client.eval, _END, 1, self._key(key), *rules, mode, *refs)
         self._changed(key, revoking=True)
         return [ref.decode() for ref in ended]
 
@@ -337,17 +341,17 @@ class _CacheBackend(_Backend):
     # -- plain values (the access_token) -------------------------------------------
 
     def get(self, key: str) -> Optional[str]:
-        value = self._call(self._cache.get, key)
+        value = self.guarded(self._cache.get, key)
         return value if isinstance(value, str) else None
 
     def add(self, key: str, value: str, ttl: int) -> bool:
-        return bool(self._call(self._cache.add, key, value, timeout=ttl))
+        return bool(self.guarded(self._cache.add, key, value, timeout=ttl))
 
     def delete(self, key: str) -> None:
-        self._call(self._cache.delete, key)
+        self.guarded(self._cache.delete, key)
 
     def set(self, key: str, value: str, ttl: int) -> None:
-        if not self._call(self._cache.set, key, value, timeout=ttl):
+        if not self.guarded(self._cache.set, key, value, timeout=ttl):
             log.error("session store refused to keep a write")
             raise StoreUnavailable()
 
@@ -359,7 +363,7 @@ class _CacheBackend(_Backend):
     # -- a user's sessions ---------------------------------------------------------
 
     def read(self, key: str, ref: str) -> Tuple[Optional[str], Optional[str]]:
-        value = self._call(self._cache.get, key)
+        value = self.guarded(self._cache.get, key)
         if not isinstance(value, str):
             return None, None
         return _line(value, ref), _line(value, UNIONID)

@@ -365,4 +365,5 @@ def test_demo_avatar_takes_an_upload_from_a_logged_in_user(demo_env):
     assert upload.get_json() == {"code": "200", "data": {"openid": data["openid"], "size": 321, "form": {"album": "me"}}}
     assert (missing.status_code, missing.get_json()["error"]) == (400, "file_missing")
     assert (too_large.status_code, too_large.get_json()["error"]) == (413, "body_too_large")
+    assert missing.headers["Cache-Control"] == too_large.headers["Cache-Control"] == "no-store"  # the house handler
     assert anonymous.status_code == 401
