@@ -41,14 +41,14 @@ def run(*builds: "subprocess.Popen[bytes]") -> None:
         sys.exit(f"docs: a Sphinx build failed: {' '.join(map(str, failed[0]))}")
 
 
-def untranslated(templates: Path, language: str = TRANSLATED) -> List[str]:
+def untranslated(templates: Path, locales: Path = LOCALES, language: str = TRANSLATED) -> List[str]:
     """``"page: problem: message"`` for every message of ``templates`` not translated in ``language``."""
     problems = []
     for pot in sorted(templates.glob("*.pot")):
         page = pot.stem
-        po_path = LOCALES / language / "LC_MESSAGES" / f"{page}.po"
+        po_path = locales / language / "LC_MESSAGES" / f"{page}.po"
         if not po_path.exists():
-            problems.append(f"{page}: no {po_path.relative_to(DOCS.parent)}")
+            problems.append(f"{page}: no {po_path.name}")
             continue
         with pot.open("rb") as file:
             wanted = [message.id for message in read_po(file) if message.id]

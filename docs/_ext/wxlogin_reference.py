@@ -47,13 +47,17 @@ class ConfigEntry:
 
 
 def config_entries(package: Path = PACKAGE) -> List[ConfigEntry]:
-    """Every ``DEFAULTS`` key in source order; a key right below another shares its comment.
+    """Every ``DEFAULTS`` key of ``package``'s ``config.py``, in source order."""
+    text = (package / "config.py").read_text(encoding="utf-8")
+    return entries_from_source(text, importlib.import_module(f"{package.name}.config").DEFAULTS)
 
-    Raises :class:`ValueError` for a key that has no comment: the comment is its documentation.
+
+def entries_from_source(text: str, defaults: Dict[str, Any]) -> List[ConfigEntry]:
+    """The entries of the ``DEFAULTS = {...}`` literal in ``text``; a key right below another shares its comment.
+
+    Raises :class:`ValueError` for a key that has no comment (the comment is its
+    documentation) and for keys of ``defaults`` that the literal does not hold.
     """
-    path = package / "config.py"
-    text = path.read_text(encoding="utf-8")
-    defaults = importlib.import_module(f"{package.name}.config").DEFAULTS
     comments = _comments_by_line(text)
     lines = text.splitlines()
     entries: List[ConfigEntry] = []
@@ -61,11 +65,10 @@ def config_entries(package: Path = PACKAGE) -> List[ConfigEntry]:
         key = key_node.value
         above = _comment_block_above(comments, key_node.lineno)
         if not above:
-            previous = entries[-1] if entries else None
-            if previous is None or lines[key_node.lineno - 2].strip().startswith("#") \
-                    or not lines[key_node.lineno - 2].strip():
+            line_above = lines[key_node.lineno - 2].strip()
+            if not entries or not line_above or line_above.startswith(("#", "{")):
                 raise ValueError(f"config.py: DEFAULTS[{key!r}] has no comment above it")
-            above = previous.comment
+            above = entries[-1].comment
         entries.append(ConfigEntry(key, defaults[key], ast.get_source_segment(text, value_node) or "", above))
     missing = set(defaults) - {entry.key for entry in entries}
     if missing:
