@@ -9,6 +9,7 @@ curl walkthrough runs against the example app in demo mode.
 from __future__ import annotations
 
 import importlib
+import logging
 import os
 import re
 import shutil
@@ -97,10 +98,25 @@ def test_every_block_is_run_or_marked_illustrative():
     assert unmarked == [], "mark these 'Illustrative (not run)' or run them in this file"
 
 
+@pytest.fixture
+def restored_logging():
+    """Undo what a page does to loggers (the audit trail's handler, say)."""
+    loggers = [logging.getLogger()] + [logging.getLogger(name) for name in list(logging.Logger.manager.loggerDict)]
+    saved = {logger: (logger.level, list(logger.handlers)) for logger in loggers}
+    yield
+    for logger in [logging.getLogger()] + [logging.getLogger(name) for name in list(logging.Logger.manager.loggerDict)]:
+        level, handlers = saved.get(logger, (logging.NOTSET, []))
+        for handler in logger.handlers:
+            if handler not in handlers:
+                handler.close()
+        logger.setLevel(level)
+        logger.handlers[:] = handlers
+
+
 @pytest.mark.parametrize(
     "page", [path.name for path in PAGES if any(block.language == "python" for block in runnable(path))]
 )
-def test_python_blocks_run(page, tmp_path, monkeypatch):
+def test_python_blocks_run(page, tmp_path, monkeypatch, restored_logging):
     monkeypatch.chdir(tmp_path)
     namespace = {"__name__": f"docs_{page[:-4]}"}
     for block in runnable(DOCS / page):
