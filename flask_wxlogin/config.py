@@ -55,8 +55,10 @@ _PREFIX = "WXLOGIN_"
 MAIN_PROGRAM = "default"
 #: What the name of another mini program looks like (it is a URL segment).
 _PROGRAM_NAME = re.compile(r"[a-z0-9][a-z0-9_-]{0,31}")
-#: First segments of the extension's own keys under WXLOGIN_KEY_PREFIX: no program may be named so.
-RESERVED_PROGRAM_NAMES = frozenset({"access_token"})
+#: First segments of the extension's own keys under WXLOGIN_KEY_PREFIX (``<namespace>:...``):
+#: the access_token's and the login rate limiter's. No program may be named so.
+ACCESS_TOKEN_NAMESPACE, RATE_LIMIT_NAMESPACE = "access_token", "ratelimit"
+RESERVED_PROGRAM_NAMES = frozenset({ACCESS_TOKEN_NAMESPACE, RATE_LIMIT_NAMESPACE})
 
 _SECONDS = ("WXLOGIN_SESSION_IDLE_TIMEOUT", "WXLOGIN_SESSION_MAX_AGE")
 _WHOLE = re.compile(r"\s*\d+\s*")

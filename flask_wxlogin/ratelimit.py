@@ -19,11 +19,11 @@ from typing import Any, Dict, Optional
 from limits.storage import MemoryStorage, RedisClusterStorage, RedisStorage, Storage
 from limits.strategies import MovingWindowRateLimiter
 
-from .config import rate_limits
+from .config import RATE_LIMIT_NAMESPACE, rate_limits
 from .errors import LoginRateLimited
 
 #: Appended to ``WXLOGIN_KEY_PREFIX`` for the counters' keys (limits adds ``:LIMITER/...``).
-KEY_SUFFIX = "ratelimit"
+KEY_SUFFIX = RATE_LIMIT_NAMESPACE
 
 
 class LoginRateLimit:

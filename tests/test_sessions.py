@@ -229,10 +229,25 @@ def test_programs_named_u_and_k_share_no_key_with_the_main_program(request, wech
         assert app.extensions["wxlogin"].authenticate("u").openid == OPENID
 
 
-@pytest.mark.parametrize("name", ["access_token"])
+@pytest.mark.parametrize("name", ["access_token", "ratelimit"])
 def test_a_program_named_like_an_internal_key_is_refused_at_init(name):
     with pytest.raises(ConfigurationError, match="reserved"):
         make_app(WXLOGIN_MINI_PROGRAMS={name: {"appid": "wx0000000000000001", "secret": APPSECRET}})
+
+
+def test_the_reserved_names_are_the_namespaces_the_internal_keys_use(redis_app, redis_db, redis_prefix, wechat,
+                                                                      requests_mock):
+    from flask_wxlogin import config, ratelimit
+
+    assert ratelimit.KEY_SUFFIX in config.RESERVED_PROGRAM_NAMES
+    login(redis_app.test_client())  # the default rate limit counts it under its own namespace
+    requests_mock.post(re.compile(r"https://api\.weixin\.qq\.com/cgi-bin/stable_token.*"),
+                       json={"access_token": "T" * 20, "expires_in": 7200})
+    with redis_app.app_context():
+        redis_app.extensions["wxlogin"].access_token()
+    rests = [key.decode()[len(redis_prefix):] for key in redis_db.keys(redis_prefix + "*")]
+    assert OPENID in rests  # a user's key: no ':' after the prefix, so no namespace
+    assert {rest.split(":", 1)[0] for rest in rests if ":" in rest} == config.RESERVED_PROGRAM_NAMES
 
 
 # -- the cap ------------------------------------------------------------------------------
@@ -507,9 +522,53 @@ def test_a_cache_the_app_passes_in_keeps_its_own_serializer(tmp_path, wechat):
     assert type(cache.serializer) is FileSystemSerializer
 
 
-def test_the_embedded_cache_keeps_strings_without_pickling(wechat):
-    app = make_app()
-    login(app.test_client())
-    (backend,) = app.extensions["cache"].values()
-    ((_, value),) = backend._cache.values()
-    assert isinstance(value, str) and f"k={SESSION_KEY}" in value.split("\n")
+# -- review of the redesign (issue 12, second round) ---------------------------------------
+
+
+@pytest.mark.parametrize("backend", ["embedded", "redis"])
+def test_logging_in_again_at_the_cap_replaces_the_own_session_not_another_device(request, wechat, backend, caplog):
+    app = sessions_app(backend, request, WXLOGIN_MAX_SESSIONS_PER_USER=2)
+    tablet = login(app.test_client())
+    app.clock.now += 1
+    phone = login(app.test_client())
+    app.clock.now += 1
+    with caplog.at_level(logging.INFO, "flask_wxlogin.audit"):
+        again = login(app.test_client(), headers={"X-WX-Skey": phone})
+    assert [status(app, skey) for skey in (tablet, phone, again)] == [200, 401, 200]
+    assert live_refs(app) == {ref_of(tablet), ref_of(again)}
+    ended = [event for event in audit_events(caplog) if event["wxlogin_event"] == "session_ended"]
+    assert ended == [{"wxlogin_event": "session_ended", "program": "default", "openid": OPENID,
+                      "ref": ref_of(phone), "by": "self"}]
+
+
+@pytest.mark.parametrize("openid", ["staff:" + OPENID, OPENID + " ", "", "o" * 129])
+def test_opening_a_session_for_what_is_no_openid_is_a_clear_value_error(app, openid):
+    from flask_wxlogin.client import Identity
+
+    with app.test_request_context(), pytest.raises(ValueError, match="not an openid: WeChat's openids are"):
+        app.extensions["wxlogin"].open_session(Identity(openid, SESSION_KEY, None), user_id=1)
+    assert live_refs(app) == set()
+
+
+def test_a_user_key_of_another_type_is_no_session_and_replaced_at_the_next_login(request, wechat, redis_db, caplog):
+    app = sessions_app("redis", request)
+    skey = login(app.test_client())
+    key = app.config["WXLOGIN_KEY_PREFIX"] + OPENID
+    redis_db.delete(key)
+    redis_db.set(key, "written by something else", ex=600)
+    with caplog.at_level(logging.WARNING, "flask_wxlogin"):
+        assert status(app, skey) == 401
+        assert live_refs(app) == set()
+        with app.app_context():
+            assert app.extensions["wxlogin"].store.newest_session_key(OPENID) is None
+    assert not [record for record in caplog.records if record.levelno >= logging.ERROR]
+    again = login(app.test_client())
+    assert status(app, again) == 200 and redis_db.type(key) == b"hash"
+
+
+def test_a_redis_error_reply_is_named_as_such_not_as_a_failed_connection():
+    from redis.exceptions import ResponseError
+
+    from flask_wxlogin import causes
+
+    assert causes.describe(ResponseError("WRONGTYPE Operation against a key")) == "error reply (ResponseError)"
