@@ -32,13 +32,14 @@ DEFAULTS: Dict[str, Any] = {
     # least recently used one. None: no cap.
     "WXLOGIN_MAX_SESSIONS_PER_USER": 10,
     # Keep each session's IP address and User-Agent (64 characters) for
-    # ``WxLogin.sessions``; False keeps nothing about the device.
+    # ``WxLogin.sessions``; False keeps nothing about the device, and the audit trail leaves both out.
     "WXLOGIN_TRACK_DEVICES": True,
     # More mini programs served by this app: {"staff": {"appid": ..., "secret": ...}}.
     "WXLOGIN_MINI_PROGRAMS": {},
     # Login attempts allowed per client IP (``request.remote_addr``) and mini program, in the
     # ``limits`` notation ("30/minute", "5/second;100/hour"); ``None`` switches the limit off.
-    # Counted where the sessions are kept, before WeChat is called.
+    # Counted where the sessions are kept, before WeChat is called. A store that cannot count fails
+    # closed (503), but a Redis Cluster fails open (a lost master holds only some users' sessions).
     "WXLOGIN_LOGIN_RATE_LIMIT": "30/minute",
     # Write a keyed hash (HMAC-SHA256 under SECRET_KEY) of the openid in audit records
     # instead of the openid itself, for logs that must not hold personal data.
