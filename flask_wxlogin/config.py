@@ -57,9 +57,10 @@ MAIN_PROGRAM = "default"
 #: What the name of another mini program looks like (it is a URL segment).
 _PROGRAM_NAME = re.compile(r"[a-z0-9][a-z0-9_-]{0,31}")
 #: First segments of the extension's own keys under WXLOGIN_KEY_PREFIX (``<namespace>:...``):
-#: the access_token's and the login rate limiter's. No program may be named so.
-ACCESS_TOKEN_NAMESPACE, RATE_LIMIT_NAMESPACE = "access_token", "ratelimit"
-RESERVED_PROGRAM_NAMES = frozenset({ACCESS_TOKEN_NAMESPACE, RATE_LIMIT_NAMESPACE})
+#: the access_token's, the login rate limiter's, ``flask wxlogin check``'s probe key's.
+ACCESS_TOKEN_NAMESPACE, RATE_LIMIT_NAMESPACE, CHECK_NAMESPACE = "access_token", "ratelimit", "check"
+#: No program may be named like a namespace: its users' keys would share it.
+RESERVED_PROGRAM_NAMES = frozenset({ACCESS_TOKEN_NAMESPACE, RATE_LIMIT_NAMESPACE, CHECK_NAMESPACE})
 
 _SECONDS = ("WXLOGIN_SESSION_IDLE_TIMEOUT", "WXLOGIN_SESSION_MAX_AGE")
 _WHOLE = re.compile(r"\s*\d+\s*")

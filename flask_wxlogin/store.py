@@ -18,8 +18,15 @@ sessions live in one small hash under ``<prefix><openid>`` (openids hold no
 - ``@<ref>`` and ``#<ref>``: the User-Agent (64 characters at most) and IP
   address the session logged in with, kept only with ``WXLOGIN_TRACK_DEVICES``.
 
-Every value stays within 64 bytes for user ids of up to 20 characters, so
-Redis keeps the hash in its compact listpack encoding. On Redis, a protected
+A record is 38 bytes (with WeChat's 24-character session_key) plus the
+user id as JSON when new; each slide may add
+digits to ``last_seen_at - created_at``, up to 7 (while
+``WXLOGIN_SESSION_MAX_AGE`` is under 10**7 s, 115 days). So every value
+stays within 64 bytes, and Redis keeps the hash in its compact listpack
+encoding, for user ids of up to 20 characters as JSON (an int of up to 20
+digits, a string of up to 18 ASCII characters) over the session's whole
+life. A longer one fits when new and turns that user's hash into a
+hashtable (about twice the memory; nothing else changes) once it has slid. On Redis, a protected
 request is one ``HMGET key ref u``; a login, a slide and each way of ending
 sessions is one script, atomic on a Cluster too since a user is one key.
 Other caches hold the same fields as one text value, changed under a
@@ -129,8 +136,11 @@ return 0
 """
 
 #: What every per-user script shares: ARGV[1..3] are Rules; ``last_seen`` mirrors :meth:`Rules.last_seen`.
+#: A key that is no hash (written by something else) holds no session: it is dropped.
 _RULES = f"""
 local key, now, idle, max_age = KEYS[1], tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
+local kind = redis.call("TYPE", key).ok
+if kind ~= "hash" and kind ~= "none" then redis.call("DEL", key) end
 local function last_seen(record)
   local created, delta = string.match(record, "^[^|]*|(%d+)|(%d+)|")
   if not created then return nil end
@@ -144,12 +154,10 @@ local function drop(field) redis.call("HDEL", key, field, "{AGENT}" .. field, "{
 """
 
 #: Login. ARGV[4]: the cap (0: none); ARGV[5]: "" or the unionid; ARGV[6]: "" or the ref of the
-#: session this login replaces; ARGV[7..]: fields and values to set. A key that is no hash (written
-#: by something else) is dropped. Ends the replaced session first, prunes dead sessions, evicts the
-#: least recently seen beyond the cap; returns ``{evicted refs, 1 if the replaced session was live}``.
+#: session this login replaces; ARGV[7..]: fields and values to set. Ends the replaced session
+#: first, prunes dead sessions, evicts the least recently seen beyond the cap; returns
+#: ``{evicted refs, 1 if the replaced session was live}``.
 _LOGIN = _RULES + f"""
-local kind = redis.call("TYPE", key).ok
-if kind ~= "hash" and kind ~= "none" then redis.call("DEL", key) end
 local live, evicted, replaced = {{}}, {{}}, 0
 if ARGV[6] ~= "" then
   local record = redis.call("HGET", key, ARGV[6])
@@ -359,9 +367,11 @@ class _CacheBackend(_Backend):
     whole under a lock of this process: exact for threads sharing one cache
     object (the embedded default). Across processes (FileSystemCache,
     Memcached) two rewrites may race and one be lost. A lost login loses its
-    own session (the user logs in again); a lost ``end`` leaves sessions that
-    the next one ends. Sessions never live outside the user's value, so none
-    can be out of reach of ``logout_all``.
+    own session (the user logs in again); a lost ``end`` (a login or a slide
+    in another process wrote back the value it read before the ``end``)
+    leaves sessions that the next one ends. cachelib offers no
+    compare-and-set to prevent that. Sessions never live outside the user's
+    value, so none can be out of reach of ``logout_all``.
 
     Which exceptions a backend raises when its server is gone is the
     backend's business, so any exception from a cache call is an outage.
