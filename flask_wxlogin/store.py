@@ -19,18 +19,20 @@ sessions live in one small hash under ``<prefix><openid>`` (openids hold no
   address the session logged in with, kept only with ``WXLOGIN_TRACK_DEVICES``.
 
 A record is 38 bytes (with WeChat's 24-character session_key) plus the
-user id as JSON when new; each slide may add
-digits to ``last_seen_at - created_at``, up to 7 (while
-``WXLOGIN_SESSION_MAX_AGE`` is under 10**7 s, 115 days). So every value
-stays within 64 bytes, and Redis keeps the hash in its compact listpack
-encoding, for user ids of up to 20 characters as JSON (an int of up to 20
-digits, a string of up to 18 ASCII characters) over the session's whole
-life. A longer one fits when new and turns that user's hash into a
-hashtable (about twice the memory; nothing else changes) once it has slid. On Redis, a protected
-request is one ``HMGET key ref u``; a login, a slide and each way of ending
-sessions is one script, atomic on a Cluster too since a user is one key.
-Other caches hold the same fields as one text value, changed under a
-process lock (see :class:`_CacheBackend` for what that makes exact).
+user id as JSON when new; the slides add digits to ``last_seen_at -
+created_at``, up to 7 (while ``WXLOGIN_SESSION_MAX_AGE`` is under 10**7 s,
+115 days). So every value stays within 64 bytes, and Redis keeps the hash in
+its compact listpack encoding, for user ids of up to 20 characters as JSON
+(an int of up to 20 digits, a string of up to 18 ASCII characters) over the
+session's whole life. A longer one fits when new and turns that user's hash
+into a hashtable (about twice the memory; nothing else changes) once it has
+slid.
+
+On Redis, a protected request is one ``HMGET key ref u``; a login, a slide
+and each way of ending sessions is one script, atomic on a Cluster too
+since a user is one key. Other caches hold the same fields as one text
+value, changed under a process lock (see :class:`_CacheBackend` for what
+that makes exact).
 
 Expiry is judged from the record's timestamps: a session unused for
 ``WXLOGIN_SESSION_IDLE_TIMEOUT`` or older than ``WXLOGIN_SESSION_MAX_AGE``
