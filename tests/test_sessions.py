@@ -654,3 +654,14 @@ def test_on_the_embedded_cache_a_slide_racing_logout_all_in_another_thread_never
     racer.join(5)
     assert ended == [2]
     assert [status(app, skey) for skey in (phone, tablet)] == [401, 401] and live_refs(app) == set()
+
+
+def test_a_login_as_another_user_ends_the_presented_session_of_the_first(app, wechat, caplog):
+    first = login(app.test_client())
+    wechat.ok(openid=OTHER_USER)
+    with caplog.at_level(logging.INFO, "flask_wxlogin.audit"):
+        other = login(app.test_client(), headers={"X-WX-Skey": first})
+    assert [status(app, skey) for skey in (first, other)] == [401, 200]
+    assert [event for event in audit_events(caplog) if event["wxlogin_event"] == "session_ended"] == [
+        {"wxlogin_event": "session_ended", "program": "default", "openid": OPENID, "ref": ref_of(first), "by": "self"}
+    ]
