@@ -3,7 +3,9 @@
 Users are made by the extension's own store, as logins make them: realistic
 ids (28-character openid and unionid, a 24-character base64 session_key, a
 7-digit user id), 1, 2 or 10 sessions per user, device tracking off or on
-(a 170-character WeChat iPhone User-Agent and an IPv4 address per login).
+(a 170-character WeChat iPhone User-Agent and an IPv4 address per login),
+and one session that has slid to the end of its life (its record holds a
+7-digit ``last_seen_at - created_at``, the longest it gets).
 The figure is Redis's ``used_memory`` delta over the batch divided by the
 number of users, so it includes Redis's per-key overhead, the expiry
 entry and its hash tables' growth. ``MEMORY USAGE`` over a sample of keys
@@ -56,11 +58,16 @@ SETTLE_SECONDS = 1.0
 IDLE_TIMEOUT = 7 * 24 * 3600
 
 
+#: Days after its login at which a "slid" session is used (each use slides it): up to the default max age.
+SLIDES = (6, 12, 18, 24, 29.99)
+
+
 class Case(NamedTuple):
     label: str
     sessions: int
     unionid: bool
     track_devices: bool
+    slid: bool = False
 
 
 CASES = {
@@ -72,6 +79,8 @@ CASES = {
     "one_unionid_tracked": Case("1 session, unionid, devices tracked", 1, True, True),
     "two_tracked": Case("2 sessions, devices tracked", 2, False, True),
     "ten_tracked": Case("10 sessions, devices tracked", 10, False, True),
+    "one_slid": Case("1 session, slid for 30 days", 1, False, False, True),
+    "one_slid_tracked": Case("1 session, slid for 30 days, devices tracked", 1, False, True, True),
 }
 #: The issue's targets: bytes per user with one session, devices not tracked and tracked.
 TARGETS = {"one": 300, "one_tracked": 400}
@@ -100,12 +109,20 @@ def _measure(client: redis.Redis, users: int, case: Case) -> Dict[str, Any]:
     app = _app(case.track_devices)
     with app.test_request_context():
         store = app.extensions["wxlogin"].store
+        start = int(time.time())
+        store.clock = lambda: start
+        made = []
         for _ in range(users):
             openid = "o" + secrets.token_urlsafe(21)[:27]
             unionid = "o" + secrets.token_urlsafe(21)[:27] if case.unionid else None
             for _ in range(case.sessions):
                 device = (_ipv4(), IPHONE_UA) if case.track_devices else None
-                store.create(openid, _session_key(), unionid, random.randrange(1_000_000, 10_000_000), device)
+                user, _, _ = store.create(openid, _session_key(), unionid, random.randrange(1_000_000, 10_000_000), device)
+                made.append(user.session_id)
+        for day in SLIDES if case.slid else ():
+            store.clock = lambda: start + day * 86400  # read within this iteration only
+            for session_id in made:
+                assert store.load(session_id) is not None, "a slid session was lost"
     after = _used_memory(client)
     sample = _sample(client)
     stats = _weigh(client, sample, (after - before) / users)

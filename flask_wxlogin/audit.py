@@ -1,7 +1,8 @@
 """The audit trail: one record per login event on the ``flask_wxlogin.audit`` logger.
 
 Callers name the event and pass its facts as keywords; inside a request the
-client's IP (``request.remote_addr``) and User-Agent are added. Every fact is
+client's IP (``request.remote_addr``) and User-Agent are added, unless
+``WXLOGIN_TRACK_DEVICES`` is off (then no record holds either). Every fact is
 an attribute of the record (``extra``), so a JSON formatter writes them as
 fields; the message repeats them as ``key=value`` for plain-text logs. Never a
 secret (skey, session_key, AppSecret, access_token).
@@ -46,7 +47,7 @@ def record(event: str, *, program: str, openid: Optional[str] = None, **fields: 
     if not log.isEnabledFor(logging.INFO):
         return
     facts = {"program": program, "openid": None if openid is None else _written(openid), **fields}
-    if has_request_context():
+    if has_request_context() and current_app.config.get("WXLOGIN_TRACK_DEVICES", True):
         facts.setdefault("ip", request.remote_addr)
         facts.setdefault("user_agent", request.user_agent.string[:MAX_USER_AGENT] or None)
     text = " ".join(f"{key}={_plain(value)}" for key, value in facts.items() if value is not None)

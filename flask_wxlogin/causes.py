@@ -36,10 +36,20 @@ def chain(exc: Optional[BaseException]) -> List[BaseException]:
 
 
 def describe(exc: BaseException) -> str:
-    """``"connection refused (ConnectionError > NewConnectionError > ConnectionRefusedError)"``."""
+    """``"connection refused (ConnectionError > NewConnectionError > ConnectionRefusedError)"``.
+
+    A server that answered with an error (redis-py's ``ResponseError``: a
+    command against a key of the wrong type, a missing permission) is an
+    ``"error reply"``: the connection itself was fine.
+    """
     causes = chain(exc)
     kind = next(
         (meaning for classes, meaning in _KINDS for cause in reversed(causes) if isinstance(cause, classes)),
-        "connection failed",
+        "error reply" if any(_is_error_reply(cause) for cause in causes) else "connection failed",
     )
     return f"{kind} ({' > '.join(type(cause).__name__ for cause in causes)})"
+
+
+def _is_error_reply(exc: BaseException) -> bool:
+    """Whether ``exc`` is redis-py's ``ResponseError`` (or a subclass), without importing redis."""
+    return any(klass.__name__ == "ResponseError" and klass.__module__.startswith("redis") for klass in type(exc).__mro__)

@@ -1,8 +1,9 @@
 """``flask wxlogin check``: can this deployment log users in?
 
 For each mini program: the configuration is valid, the session store
-answers a write, read and delete of a probe key, and WeChat accepts the
-AppID and AppSecret. The credential check spends no API quota and no
+answers a write, read and delete of a probe key (and, with
+``WXLOGIN_NEAR_CACHE``, lets the near cache track keys), and WeChat accepts
+the AppID and AppSecret. The credential check spends no API quota and no
 user's code: it calls jscode2session with :data:`PROBE_CODE`, which WeChat
 can never have issued. WeChat checks the AppID, then the AppSecret, then the
 code, so errcode 40029 (invalid code) means both credentials passed, and
@@ -44,16 +45,16 @@ def run(wxlogin: Any, app_config: Any) -> List[Result]:
     results = []
     for name in config.mini_programs(dict(app_config)):
         program = wxlogin._state().program(name)
-        results += [
-            Result(name, "config", True, f"AppID {program.store.appid}"),
-            _store(name, program.store),
-            _credentials(name, program),
-        ]
+        results += [Result(name, "config", True, f"AppID {program.store.appid}"), _store(name, program.store)]
+        near_cache = getattr(program.store.backend, "near_cache", None)
+        if near_cache is not None and name == config.MAIN_PROGRAM:  # one near cache serves every program
+            results.append(_near_cache(name, near_cache))
+        results.append(_credentials(name, program))
     return results
 
 
 def _store(name: str, store: Any) -> Result:
-    key = f"{store.key_prefix}check:{secrets.token_hex(8)}"
+    key = f"{store.key_prefix}{config.CHECK_NAMESPACE}:{secrets.token_hex(8)}"
     value = secrets.token_hex(8)
     try:
         store.backend.set(key, value, 60)
@@ -65,6 +66,16 @@ def _store(name: str, store: Any) -> Result:
     if read != value or not gone:
         return Result(name, "session store", False, "a probe key written was not read back, or not deleted")
     return Result(name, "session store", True, "a probe key written, read and deleted")
+
+
+def _near_cache(name: str, near_cache: Any) -> Result:
+    refused = near_cache.probe()
+    if refused is None:
+        return Result(name, "near cache", True, "CLIENT TRACKING and SUBSCRIBE accepted")
+    return Result(
+        name, "near cache", False,
+        f"cannot track keys: {refused}; the Redis user needs +client (CLIENT TRACKING) and +subscribe",
+    )
 
 
 def _credentials(name: str, program: Any) -> Result:

@@ -1,13 +1,18 @@
 """``flask wxlogin ...`` commands: list and end a user's sessions.
 
 A failure (an unknown program, the store down) is one line on stderr and
-exit status 1, never a traceback.
+exit status 1, never a traceback; an OPENID not shaped like one is a usage
+error (exit status 2). When the app has configured no logging, the store's
+own log line (which Python's last-resort handler would print above it) is
+folded into that one line instead, so it still names the cause.
 """
 from __future__ import annotations
 
+import contextlib
 import functools
+import logging
 from datetime import datetime, timezone
-from typing import Any, Callable, Optional, TypeVar
+from typing import Any, Callable, Iterator, List, Optional, TypeVar
 
 import click
 from flask import current_app
@@ -15,6 +20,7 @@ from flask.cli import AppGroup
 
 from . import check as checks
 from .errors import WxLoginError
+from .tokens import OPENID
 
 wxlogin_cli = AppGroup("wxlogin", help="flask-wxlogin sessions.")
 
@@ -25,15 +31,56 @@ _program = click.option(
 )
 
 
+def _openid(context: click.Context, parameter: click.Parameter, value: str) -> str:
+    if not OPENID.fullmatch(value):
+        raise click.BadParameter("not an openid (1 to 128 letters, digits, '_' or '-')")
+    return value
+
+
+_openid_argument = click.argument("openid", callback=_openid)
+
+
 def _one_line_errors(command: F) -> F:
     @functools.wraps(command)
     def run(*args: Any, **kwargs: Any) -> Any:
-        try:
-            return command(*args, **kwargs)
-        except WxLoginError as error:
-            raise click.ClickException(f"{error.error}: {error.message}") from None
+        with _unhandled_log_lines() as lines:
+            try:
+                return command(*args, **kwargs)
+            except WxLoginError as error:
+                cause = "".join(f" ({line})" for line in lines)
+                raise click.ClickException(f"{error.error}: {error.message}{cause}") from None
 
     return run  # type: ignore[return-value]
+
+
+class _Collect(logging.Handler):
+    def __init__(self, lines: List[str]) -> None:
+        super().__init__(logging.WARNING)
+        self.lines = lines
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.lines.append(record.getMessage())
+
+
+@contextlib.contextmanager
+def _unhandled_log_lines() -> Iterator[List[str]]:
+    """The extension's warnings and errors that no handler would take (logging not configured).
+
+    Without this, logging's last resort prints them on a line of their own.
+    """
+    logger = logging.getLogger("flask_wxlogin")
+    lines: List[str] = []
+    if logger.hasHandlers():
+        yield lines
+        return
+    handler, propagate = _Collect(lines), logger.propagate
+    logger.addHandler(handler)
+    logger.propagate = False
+    try:
+        yield lines
+    finally:
+        logger.removeHandler(handler)
+        logger.propagate = propagate
 
 
 @wxlogin_cli.command("check")
@@ -47,7 +94,7 @@ def check() -> None:
 
 
 @wxlogin_cli.command("logout-all")
-@click.argument("openid")
+@_openid_argument
 @_program
 @_one_line_errors
 def logout_all(openid: str, program: Optional[str]) -> None:
@@ -57,7 +104,7 @@ def logout_all(openid: str, program: Optional[str]) -> None:
 
 
 @wxlogin_cli.command("sessions")
-@click.argument("openid")
+@_openid_argument
 @_program
 @_one_line_errors
 def sessions(openid: str, program: Optional[str]) -> None:
@@ -77,7 +124,7 @@ def sessions(openid: str, program: Optional[str]) -> None:
 
 
 @wxlogin_cli.command("end-session")
-@click.argument("openid")
+@_openid_argument
 @click.argument("ref")
 @_program
 @_one_line_errors

@@ -17,12 +17,12 @@ import requests
 
 from . import metrics
 from .errors import BadLoginRequest, WeChatError
+from .tokens import OPENID
 from .transport import WatchedAdapter, bad_response, fetch, wechat_error
 
 log = logging.getLogger("flask_wxlogin")
 
-#: What WeChat's openids/unionids and base64 session_keys look like.
-_ID = re.compile(r"[A-Za-z0-9_-]{1,128}")
+#: What WeChat's base64 session_keys look like (openids and unionids: :data:`~.tokens.OPENID`).
 _KEY = re.compile(r"[A-Za-z0-9+/=]{1,128}")
 #: wx.login and getPhoneNumber codes: short runs of letters, digits, ``-`` and ``_``.
 CODE = re.compile(r"[A-Za-z0-9_-]+")
@@ -113,8 +113,8 @@ class WeChatClient:
         session_key: Any = answer.get("session_key")
         unionid: Any = answer.get("unionid") or None
         if not (
-            _matches(_ID, openid) and _matches(_KEY, session_key)
-            and (unionid is None or _matches(_ID, unionid))
+            _matches(OPENID, openid) and _matches(_KEY, session_key)
+            and (unionid is None or _matches(OPENID, unionid))
         ):
             raise bad_response("WeChat's answer lacks a well-formed openid or session_key.")
         return Identity(openid, session_key, unionid)

@@ -32,13 +32,14 @@ DEFAULTS: Dict[str, Any] = {
     # least recently used one. None: no cap.
     "WXLOGIN_MAX_SESSIONS_PER_USER": 10,
     # Keep each session's IP address and User-Agent (64 characters) for
-    # ``WxLogin.sessions``; False keeps nothing about the device.
+    # ``WxLogin.sessions``; False keeps nothing about the device, and the audit trail leaves both out.
     "WXLOGIN_TRACK_DEVICES": True,
     # More mini programs served by this app: {"staff": {"appid": ..., "secret": ...}}.
     "WXLOGIN_MINI_PROGRAMS": {},
     # Login attempts allowed per client IP (``request.remote_addr``) and mini program, in the
     # ``limits`` notation ("30/minute", "5/second;100/hour"); ``None`` switches the limit off.
-    # Counted where the sessions are kept, before WeChat is called.
+    # Counted where the sessions are kept, before WeChat is called. A store that cannot count fails
+    # closed (503), but a Redis Cluster fails open (a lost master holds only some users' sessions).
     "WXLOGIN_LOGIN_RATE_LIMIT": "30/minute",
     # Write a keyed hash (HMAC-SHA256 under SECRET_KEY) of the openid in audit records
     # instead of the openid itself, for logs that must not hold personal data.
@@ -55,8 +56,11 @@ _PREFIX = "WXLOGIN_"
 MAIN_PROGRAM = "default"
 #: What the name of another mini program looks like (it is a URL segment).
 _PROGRAM_NAME = re.compile(r"[a-z0-9][a-z0-9_-]{0,31}")
-#: First segments of the extension's own keys under WXLOGIN_KEY_PREFIX: no program may be named so.
-RESERVED_PROGRAM_NAMES = frozenset({"access_token"})
+#: First segments of the extension's own keys under WXLOGIN_KEY_PREFIX (``<namespace>:...``):
+#: the access_token's, the login rate limiter's, ``flask wxlogin check``'s probe key's.
+ACCESS_TOKEN_NAMESPACE, RATE_LIMIT_NAMESPACE, CHECK_NAMESPACE = "access_token", "ratelimit", "check"
+#: No program may be named like a namespace: its users' keys would share it.
+RESERVED_PROGRAM_NAMES = frozenset({ACCESS_TOKEN_NAMESPACE, RATE_LIMIT_NAMESPACE, CHECK_NAMESPACE})
 
 _SECONDS = ("WXLOGIN_SESSION_IDLE_TIMEOUT", "WXLOGIN_SESSION_MAX_AGE")
 _WHOLE = re.compile(r"\s*\d+\s*")

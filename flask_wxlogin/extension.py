@@ -66,7 +66,7 @@ class _Program:
         appid, secret, prefix = self.store.settings()
         return SharedAccessToken(
             self.store.backend,
-            f"{prefix}access_token:{{{appid}}}",
+            f"{prefix}{config.ACCESS_TOKEN_NAMESPACE}:{{{appid}}}",
             fetch=lambda: self._fetch_token(appid, secret),
             lock_seconds=math.ceil(self.store.config["WXLOGIN_HTTP_TIMEOUT"]) + 1,
         )
@@ -214,11 +214,15 @@ class WxLogin:
         )
         identity = chosen.code2session(code)
         previous = _presented_session_id(state, chosen)
-        user, skey = self.open_session(identity, program)
-        if previous is not None and chosen.store.revoke(previous):
-            openid, ref = split_session_id(previous)  # type: ignore[misc]  (revoke ended it: it is well formed)
-            audit.record("session_ended", program=chosen.name, openid=openid, ref=ref, by="self")
-        return user, skey
+        parts = None if previous is None else split_session_id(previous)
+        if parts is None or parts[0] != identity.openid:
+            user, skey = self._open_session(identity, program, None, None)
+            # Another user's session (or none): its key is not this user's, so it ends on its own.
+            if parts is not None and chosen.store.end_session(*parts):
+                audit.record("session_ended", program=chosen.name, openid=parts[0], ref=parts[1], by="self")
+            return user, skey
+        # The user's own session ends in the login's atomic step, before the cap counts it.
+        return self._open_session(identity, program, None, parts[1])
 
     def open_session(
         self, identity: Identity, program: Optional[str] = None, *, user_id: UserId = None
@@ -228,6 +232,12 @@ class WxLogin:
         Runs the ``on_login`` callback unless ``user_id`` is given, so a failing
         callback stores nothing. :func:`flask_wxlogin.testing.issue_skey` uses it.
         """
+        return self._open_session(identity, program, user_id, None)
+
+    def _open_session(
+        self, identity: Identity, program: Optional[str], user_id: UserId, replaces: Optional[str]
+    ) -> "tuple[WxUser, str]":
+        """:meth:`open_session`, ending the user's session ``replaces`` (a ref) in the same step."""
         state = self._state()
         chosen = state.program(program)
         if user_id is not None:
@@ -241,7 +251,11 @@ class WxLogin:
         device = None
         if state.config["WXLOGIN_TRACK_DEVICES"] and has_request_context():
             device = (request.remote_addr, request.user_agent.string)
-        user, evicted = chosen.store.create(identity.openid, identity.session_key, identity.unionid, user_id, device)
+        user, evicted, replaced = chosen.store.create(
+            identity.openid, identity.session_key, identity.unionid, user_id, device, replaces
+        )
+        if replaced:
+            audit.record("session_ended", program=chosen.name, openid=user.openid, ref=replaces, by="self")
         for ref in evicted:
             audit.record("session_ended", program=chosen.name, openid=user.openid, ref=ref, by="eviction")
         signals.user_logged_in.send(current_app._get_current_object(), user=user)  # type: ignore[attr-defined]

@@ -20,7 +20,7 @@ except ImportError:  # the extra is not installed: every function below returns 
 
 
 #: The events ``near_cache`` counts.
-NEAR_CACHE_EVENTS = ("hit", "miss", "flush")
+NEAR_CACHE_EVENTS = ("hit", "miss", "flush", "error")
 
 
 class _Metrics:
@@ -50,7 +50,7 @@ class _Metrics:
             ["program", "error"],
         )
         near_cache = client.Counter(
-            "wxlogin_near_cache_total", "Near cache hits, misses and flushes (of every entry).", ["event"],
+            "wxlogin_near_cache_total", "Near cache hits, misses, flushes (of every entry) and failed subscriptions.", ["event"],
         )
         #: Resolved once: a hit is on the hot path, and ``labels()`` costs a lock and a lookup.
         self.near_cache = {event: near_cache.labels(event) for event in NEAR_CACHE_EVENTS}
@@ -92,6 +92,6 @@ def rejected(program: str, error: str) -> None:
 
 
 def near_cache(event: str) -> None:
-    """``wxlogin_near_cache_total{event}``: "hit", "miss" or "flush" (of every entry)."""
+    """``wxlogin_near_cache_total{event}``: "hit", "miss", "flush" (of every entry) or "error" (cannot subscribe)."""
     if registered is not None:
         registered.near_cache[event].inc()

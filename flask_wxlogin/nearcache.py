@@ -58,7 +58,7 @@ from redis.retry import Retry
 from redis.sentinel import SentinelConnectionPool
 from redis.utils import SENTINEL
 
-from . import metrics
+from . import causes, metrics
 
 log = logging.getLogger("flask_wxlogin")
 
@@ -72,6 +72,8 @@ PATIENCE = 5
 RECONNECT_EVERY = 0.5
 #: Roughly what one entry costs beyond its key, field and value (dicts, list links).
 ENTRY_OVERHEAD = 200
+#: Seconds between two warnings that the invalidation connection cannot subscribe.
+WARN_EVERY = 60.0
 
 #: Reads the value from Redis on a miss: bytes, or a tuple of bytes and ``None`` (an HMGET);
 #: ``None`` means there is nothing to keep.
@@ -127,7 +129,7 @@ class NearCache:
         self.max_bytes = max_bytes
         self.lease = lease
         self.clock = clock
-        #: Counters since start: ``hits``, ``misses``, ``flushes``, ``reconnects``.
+        #: Counters since start: ``hits``, ``misses``, ``flushes``, ``reconnects``, ``errors`` (failed subscriptions).
         self.stats: Dict[str, int] = collections.Counter()
         self._reset(os.getpid())
 
@@ -143,6 +145,7 @@ class NearCache:
         self._lease_from: Optional[float] = None
         self._ping_sent: Optional[float] = None
         self._retry_at = 0.0
+        self._warned_at = -float("inf")
 
     @classmethod
     def for_client(cls, client: Any, prefix: str, **options: Any) -> "NearCache":
@@ -223,6 +226,8 @@ class NearCache:
 
     def invalidate(self, key: str) -> None:
         """Drop ``key`` here now, ahead of Redis's own message (after this process's writes)."""
+        if os.getpid() != self._pid:
+            self._reset(os.getpid())
         with self._lock:
             self._invalidate(key.encode())
 
@@ -247,9 +252,19 @@ class NearCache:
     def _serving(self, now: float) -> bool:
         return self._conn is not None and self._lease_from is not None and now - self._lease_from < self.lease
 
-    def _subscribe(self) -> None:
-        """Connect, track the prefix in BCAST mode redirected to ourselves, subscribe; flush on failure."""
-        self._retry_at = self.clock() + RECONNECT_EVERY
+    def probe(self) -> Optional[str]:
+        """Open an invalidation connection and close it: ``None`` if it subscribed, else why not.
+
+        For ``flask wxlogin check``: an ACL user without ``+client`` cannot track.
+        """
+        try:
+            self._open().disconnect()
+        except _FAILURES as exc:
+            return causes.describe(exc)
+        return None
+
+    def _open(self) -> Connection:
+        """A new connection tracking the prefix in BCAST mode redirected to itself, subscribed."""
         conn = self._connect()
         try:
             conn.connect()
@@ -263,8 +278,27 @@ class NearCache:
             conn.send_command("SUBSCRIBE", CHANNEL, check_health=False)
             if conn.read_response()[:2] != [b"subscribe", CHANNEL]:
                 raise RedisError("SUBSCRIBE refused")
-        except (RedisError, OSError, TypeError):
+        except _FAILURES:
             conn.disconnect()
+            raise
+        return conn
+
+    def _subscribe(self) -> None:
+        """Open the invalidation connection; on failure serve nothing from memory, and say why (once a minute)."""
+        now = self.clock()
+        self._retry_at = now + RECONNECT_EVERY
+        try:
+            conn = self._open()
+        except _FAILURES as exc:
+            metrics.near_cache("error")
+            self.stats["errors"] += 1
+            if now - self._warned_at >= WARN_EVERY:
+                self._warned_at = now
+                log.warning(
+                    "near cache cannot subscribe, so every read goes to Redis: %s "
+                    "(it needs CLIENT TRACKING and SUBSCRIBE; at most one such warning a minute)",
+                    causes.describe(exc),
+                )
             return
         self._conn = conn
         self._generation += 1
@@ -357,6 +391,10 @@ class NearCache:
         while self._entries and (len(self._entries) > self.max_entries or self._bytes > self.max_bytes):
             old, _ = self._entries.popitem(last=False)
             self._bytes -= self._sizes.pop(old)
+
+
+#: What opening the invalidation connection may raise (a reply of the wrong shape is a TypeError).
+_FAILURES = (RedisError, OSError, TypeError)
 
 
 def _weight(value: Any) -> int:

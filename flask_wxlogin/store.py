@@ -18,12 +18,21 @@ sessions live in one small hash under ``<prefix><openid>`` (openids hold no
 - ``@<ref>`` and ``#<ref>``: the User-Agent (64 characters at most) and IP
   address the session logged in with, kept only with ``WXLOGIN_TRACK_DEVICES``.
 
-Every value stays within 64 bytes for user ids of up to 20 characters, so
-Redis keeps the hash in its compact listpack encoding. On Redis, a protected
-request is one ``HMGET key ref u``; a login, a slide and each way of ending
-sessions is one script, atomic on a Cluster too since a user is one key.
-Other caches hold the same fields as one text value, changed under a
-process lock (see :class:`_CacheBackend` for what that makes exact).
+A record is 38 bytes (with WeChat's 24-character session_key) plus the
+user id as JSON when new; the slides add digits to ``last_seen_at -
+created_at``, up to 7 (while ``WXLOGIN_SESSION_MAX_AGE`` is under 10**7 s,
+115 days). So every value stays within 64 bytes, and Redis keeps the hash in
+its compact listpack encoding, for user ids of up to 20 characters as JSON
+(an int of up to 20 digits, a string of up to 18 ASCII characters) over the
+session's whole life. A longer one fits when new and turns that user's hash
+into a hashtable (about twice the memory; nothing else changes) once it has
+slid.
+
+On Redis, a protected request is one ``HMGET key ref u``; a login, a slide
+and each way of ending sessions is one script, atomic on a Cluster too
+since a user is one key. Other caches hold the same fields as one text
+value, changed under a process lock (see :class:`_CacheBackend` for what
+that makes exact).
 
 Expiry is judged from the record's timestamps: a session unused for
 ``WXLOGIN_SESSION_IDLE_TIMEOUT`` or older than ``WXLOGIN_SESSION_MAX_AGE``
@@ -129,8 +138,11 @@ return 0
 """
 
 #: What every per-user script shares: ARGV[1..3] are Rules; ``last_seen`` mirrors :meth:`Rules.last_seen`.
+#: A key that is no hash (written by something else) holds no session: it is dropped.
 _RULES = f"""
 local key, now, idle, max_age = KEYS[1], tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
+local kind = redis.call("TYPE", key).ok
+if kind ~= "hash" and kind ~= "none" then redis.call("DEL", key) end
 local function last_seen(record)
   local created, delta = string.match(record, "^[^|]*|(%d+)|(%d+)|")
   if not created then return nil end
@@ -143,10 +155,19 @@ local function is_session(field) return #field == {REF_LENGTH} end
 local function drop(field) redis.call("HDEL", key, field, "{AGENT}" .. field, "{ADDRESS}" .. field) end
 """
 
-#: Login. ARGV[4]: the cap (0: none); ARGV[5]: "" or the unionid; ARGV[6..]: fields and values to set.
-#: Prunes dead sessions, evicts the least recently seen beyond the cap, returns the evicted refs.
+#: Login. ARGV[4]: the cap (0: none); ARGV[5]: "" or the unionid; ARGV[6]: "" or the ref of the
+#: session this login replaces; ARGV[7..]: fields and values to set. Ends the replaced session
+#: first, prunes dead sessions, evicts the least recently seen beyond the cap; returns
+#: ``{evicted refs, 1 if the replaced session was live}``.
 _LOGIN = _RULES + f"""
-local live, evicted = {{}}, {{}}
+local live, evicted, replaced = {{}}, {{}}, 0
+if ARGV[6] ~= "" then
+  local record = redis.call("HGET", key, ARGV[6])
+  if record then
+    if last_seen(record) then replaced = 1 end
+    drop(ARGV[6])
+  end
+end
 local all = redis.call("HGETALL", key)
 for i = 1, #all, 2 do
   if is_session(all[i]) then
@@ -167,9 +188,9 @@ if cap > 0 and #live >= cap then
   end
 end
 if ARGV[5] == "" then redis.call("HDEL", key, "{UNIONID}") else redis.call("HSET", key, "{UNIONID}", ARGV[5]) end
-for i = 6, #ARGV, 2 do redis.call("HSET", key, ARGV[i], ARGV[i + 1]) end
+for i = 7, #ARGV, 2 do redis.call("HSET", key, ARGV[i], ARGV[i + 1]) end
 redis.call("EXPIRE", key, math.min(idle, max_age))  -- the new session lives longest
-return evicted
+return {{evicted, replaced}}
 """
 
 #: The slide. ARGV[4]: the ref; ARGV[5]: its new record; ARGV[6]: its seconds left.
@@ -224,8 +245,9 @@ class _RedisBackend(_Backend):
     """
 
     def __init__(self, cache: CachelibRedisCache, near_cache: Optional[NearCache] = None) -> None:
-        from redis.exceptions import RedisClusterException, RedisError
+        from redis.exceptions import RedisClusterException, RedisError, ResponseError
 
+        self._response_error = ResponseError
         self._cache = cache
         # cachelib has no public accessor for its client; its serializer would pickle.
         self._client = self.redis = cache._write_client
@@ -275,9 +297,9 @@ class _RedisBackend(_Backend):
         """The session's record and the user's unionid, in one command (none on a near-cache hit)."""
         full = self._key(key)
         if self.near_cache is None:
-            record, unionid = self.guarded(self._client.hmget, full, (ref, UNIONID))
+            record, unionid = self.guarded(self.hmget, full, (ref, UNIONID))
         else:
-            found = self.guarded(self.near_cache.read, full, ref, lambda: _session(self._client.hmget(full, (ref, UNIONID))))
+            found = self.guarded(self.near_cache.read, full, ref, lambda: _session(self.hmget(full, (ref, UNIONID))))
             record, unionid = found or (None, None)
         return text(record), text(unionid)
 
@@ -289,11 +311,34 @@ class _RedisBackend(_Backend):
                 self.guarded(barrier, self._client)
 
     def field(self, key: str, name: str) -> Optional[str]:
-        return text(self.guarded(self._client.hget, self._key(key), name))
+        return text(self.guarded(self.hget, self._key(key), name))
 
     def fields(self, key: str) -> Dict[str, str]:
-        found = self.guarded(self._client.hgetall, self._key(key))
+        found = self.guarded(self.hgetall, self._key(key))
         return {text(name): text(value) for name, value in found.items()}  # type: ignore[misc]
+
+    # Reads of a user's hash. A key of another type (written by something else) is no
+    # session, not an outage: the next login replaces it. Named as the commands, for the metric.
+
+    def hmget(self, key: str, names: Sequence[str]) -> List[Optional[bytes]]:
+        found = self._hash_read(self._client.hmget, key, names)
+        return [None] * len(names) if found is None else found  # type: ignore[no-any-return]
+
+    def hget(self, key: str, name: str) -> Optional[bytes]:
+        return self._hash_read(self._client.hget, key, name)  # type: ignore[no-any-return]
+
+    def hgetall(self, key: str) -> Dict[bytes, bytes]:
+        return self._hash_read(self._client.hgetall, key) or {}  # type: ignore[no-any-return]
+
+    def _hash_read(self, command: Callable[..., Any], key: str, *args: Any) -> Any:
+        """``command(key, *args)``, or ``None`` if ``key`` holds no hash (a ``WRONGTYPE`` reply)."""
+        try:
+            return command(key, *args)
+        except self._response_error as exc:
+            if not str(exc).startswith("WRONGTYPE"):
+                raise
+        log.warning("a user's session key holds no hash (written by something else?); treating it as no session")
+        return None
 
     def slide(self, key: str, ref: str, record: str, rules: Rules) -> bool:
         ttl = rules.remaining(record)
@@ -301,11 +346,15 @@ class _RedisBackend(_Backend):
         self._changed(key, revoking=False)  # no session ends: others may see the older time a moment longer
         return slid
 
-    def login(self, key: str, rules: Rules, cap: int, unionid: Optional[str], entries: Mapping[str, str]) -> List[str]:
+    def login(
+        self, key: str, rules: Rules, cap: int, unionid: Optional[str], entries: Mapping[str, str], replaces: str = ""
+    ) -> Tuple[List[str], bool]:
         pairs = [item for entry in entries.items() for item in entry]
-        evicted = self.guarded(self._client.eval, _LOGIN, 1, self._key(key), *rules, cap, unionid or "", *pairs)
-        self._changed(key, revoking=bool(evicted))
-        return [ref.decode() for ref in evicted]
+        evicted, replaced = self.guarded(
+            self._client.eval, _LOGIN, 1, self._key(key), *rules, cap, unionid or "", replaces, *pairs
+        )
+        self._changed(key, revoking=bool(evicted or replaced))
+        return [ref.decode() for ref in evicted], bool(replaced)
 
     def end(self, key: str, rules: Rules, mode: str, refs: Sequence[str] = ()) -> List[str]:
         ended = self.guarded(self._client.eval, _END, 1, self._key(key), *rules, mode, *refs)
@@ -320,9 +369,11 @@ class _CacheBackend(_Backend):
     whole under a lock of this process: exact for threads sharing one cache
     object (the embedded default). Across processes (FileSystemCache,
     Memcached) two rewrites may race and one be lost. A lost login loses its
-    own session (the user logs in again); a lost ``end`` leaves sessions that
-    the next one ends. Sessions never live outside the user's value, so none
-    can be out of reach of ``logout_all``.
+    own session (the user logs in again); a lost ``end`` (a login or a slide
+    in another process wrote back the value it read before the ``end``)
+    leaves sessions that the next one ends. cachelib offers no
+    compare-and-set to prevent that. Sessions never live outside the user's
+    value, so none can be out of reach of ``logout_all``.
 
     Which exceptions a backend raises when its server is gone is the
     backend's business, so any exception from a cache call is an outage.
@@ -391,9 +442,14 @@ class _CacheBackend(_Backend):
             self._put(key, found, rules)
         return True
 
-    def login(self, key: str, rules: Rules, cap: int, unionid: Optional[str], entries: Mapping[str, str]) -> List[str]:
+    def login(
+        self, key: str, rules: Rules, cap: int, unionid: Optional[str], entries: Mapping[str, str], replaces: str = ""
+    ) -> Tuple[List[str], bool]:
         with self._lock:
             found = self.fields(key)
+            replaced = replaces in found and rules.last_seen(found[replaces]) is not None
+            if replaces:
+                _drop(found, replaces)
             live = []
             for ref, record in list(found.items()):
                 if len(ref) == REF_LENGTH:
@@ -401,7 +457,7 @@ class _CacheBackend(_Backend):
                     if seen is None:
                         _drop(found, ref)
                     else:
-                        live.append((seen, int(record.split("|", 2)[1]), ref))
+                        live.append((seen, created_at(record), ref))
             evicted = [ref for _, _, ref in sorted(live)[:len(live) - cap + 1]] if 0 < cap <= len(live) else []
             for ref in evicted:
                 _drop(found, ref)
@@ -412,7 +468,7 @@ class _CacheBackend(_Backend):
                 self._count_new_key()
             found.update(entries)
             self._put(key, found, rules)
-        return evicted
+        return evicted, replaced
 
     def end(self, key: str, rules: Rules, mode: str, refs: Sequence[str] = ()) -> List[str]:
         with self._lock:
@@ -447,6 +503,11 @@ class _CacheBackend(_Backend):
             cache: Any = self._cache
             with getattr(cache, "_lock", contextlib.nullcontext()):
                 cache._remove_expired(time.time())
+
+
+def created_at(record: str) -> int:
+    """When the session in ``record`` began; for a record :meth:`Rules.last_seen` has read."""
+    return int(record.split("|", 2)[1])
 
 
 def _line(value: str, name: str) -> Optional[str]:
@@ -582,12 +643,20 @@ class SessionStore:
         unionid: Optional[str],
         user_id: UserId,
         device: Optional[Tuple[Optional[str], Optional[str]]] = None,
-    ) -> Tuple[WxUser, List[str]]:
-        """Store a new session: ``(user, refs of the sessions evicted by the cap)``.
+        replaces: Optional[str] = None,
+    ) -> Tuple[WxUser, List[str], bool]:
+        """Store a new session: ``(user, refs of the sessions evicted by the cap, whether it replaced one)``.
 
-        ``device`` is ``(ip, user_agent)`` to keep with it. Dead sessions are
-        pruned on the way; :class:`StoreUnavailable` if the cache fails.
+        ``device`` is ``(ip, user_agent)`` to keep with it. ``replaces`` is the
+        ref of the user's session this login replaces (the skey the client
+        logged in with): it ends in the same atomic step, before the cap is
+        counted, so it never costs another device its session. Dead sessions
+        are pruned on the way; :class:`StoreUnavailable` if the cache fails.
         """
+        if not OPENID.fullmatch(openid):
+            raise ValueError(
+                "not an openid: WeChat's openids are 1 to 128 letters, digits, '_' or '-' (no ':')"
+            )
         appid, _, prefix = self.settings()
         rules = self.rules()
         session = WxUser(
@@ -600,8 +669,8 @@ class SessionStore:
                 if value:
                     entries[prefix_char + ref] = _printable(value)
         cap = self.config["WXLOGIN_MAX_SESSIONS_PER_USER"] or 0
-        evicted = self.backend.login(prefix + openid, rules, cap, unionid, entries)
-        return session, evicted
+        evicted, replaced = self.backend.login(prefix + openid, rules, cap, unionid, entries, replaces or "")
+        return session, evicted, replaced
 
     def load(self, session_id: str) -> Optional[WxUser]:
         """The live session with this id, or ``None`` if it expired, was ended or never was."""
@@ -647,7 +716,7 @@ class SessionStore:
             if seen is None:
                 continue
             listed.append(SessionInfo(
-                ref, int(record.split("|", 2)[1]), seen, found.get(ADDRESS + ref), found.get(AGENT + ref), ref == current,
+                ref, created_at(record), seen, found.get(ADDRESS + ref), found.get(AGENT + ref), ref == current,
             ))
         return sorted(listed, key=lambda info: (-info.last_seen_at, -info.created_at, info.ref))
 

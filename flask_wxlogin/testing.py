@@ -21,9 +21,10 @@ from typing import Any, ContextManager, List, Mapping, Optional
 from flask import Flask, current_app, has_app_context
 from flask.testing import FlaskClient
 
-from .client import _ID, _KEY, Identity
+from .client import _KEY, Identity
 from .extension import _environ_key
 from .fakewechat import DEFAULT_APPID, FakeWeChat, new_openid
+from .tokens import OPENID
 from .user import UserId
 
 __all__ = ["FakeWeChat", "WxLoginClient", "issue_skey"]
@@ -52,7 +53,7 @@ def issue_skey(
             "set TESTING=True (app.testing) first"
         )
     session_key = session_key or base64.b64encode(os.urandom(16)).decode()
-    for name, value, pattern in (("openid", openid, _ID), ("unionid", unionid, _ID), ("session_key", session_key, _KEY)):
+    for name, value, pattern in (("openid", openid, OPENID), ("unionid", unionid, OPENID), ("session_key", session_key, _KEY)):
         if (value is not None or name == "openid") and not (isinstance(value, str) and pattern.fullmatch(value)):
             raise ValueError(f"{name} {value!r} is not of WeChat's shape ({pattern.pattern})")
     with _app_context(app):

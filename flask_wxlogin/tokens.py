@@ -26,7 +26,7 @@ from .errors import Unauthorized
 SALT = "flask-wxlogin.skey"
 #: Bytes of randomness in a session id's secret part: 128 bits.
 SESSION_ID_BYTES = 16
-#: What an openid looks like (the client checks WeChat's): it never holds a ``:`` or a ``.``.
+#: What an openid (or unionid) looks like; the client checks WeChat's. It never holds a ``:`` or a ``.``.
 OPENID = re.compile(r"[A-Za-z0-9_-]{1,128}")
 #: A session id, exactly as :func:`new_session_id` makes it: ``<openid>.<secret>``. An skey
 #: naming anything else is refused before any store read, so no signed skey can name another key.

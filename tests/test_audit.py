@@ -130,3 +130,19 @@ def test_a_fact_named_like_a_log_record_attribute_is_refused_at_once(app, name, 
     monkeypatch.setattr(audit.log, "disabled", True)  # refused even when nothing would be written
     with app.test_request_context(), pytest.raises(TypeError, match=name):
         audit.record("logout", program="default", openid=OPENID, **{name: "x"})
+
+
+def test_without_device_tracking_no_record_holds_the_ip_or_user_agent(wechat, trail):
+    app = make_app(WXLOGIN_TRACK_DEVICES=False)
+    client = app.test_client()
+    device = {"environ_base": {"REMOTE_ADDR": "203.0.113.9"}, "headers": {"User-Agent": "iPhone; device-0042"}}
+    skey = login(client, **device)
+    again = login(client, environ_base=device["environ_base"],
+                  headers={**device["headers"], "X-WX-Skey": skey})  # ends the first: session_ended by=self
+    assert client.post("/auth/logout", headers={**device["headers"], "X-WX-Skey": again},
+                       environ_base=device["environ_base"]).status_code == 200
+    records = events(trail)
+    assert [record.wxlogin_event for record in records] == ["login", "session_ended", "login", "logout"]
+    for record in records:
+        assert "ip" not in facts(record) and "user_agent" not in facts(record)
+        assert "203.0.113.9" not in record.getMessage() and "device-0042" not in record.getMessage()

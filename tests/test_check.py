@@ -132,3 +132,27 @@ def test_the_flask_command_line(fake, monkeypatch, secret, status):
     assert done.returncode == status, done.stderr
     assert [line[:4] for line in done.stdout.splitlines()] == ["OK  ", "OK  ", "OK  " if status == 0 else "FAIL"]
     assert APPSECRET not in done.stdout + done.stderr
+
+
+def test_with_the_near_cache_on_it_probes_client_tracking(fake, tmp_path, redis_url, redis_prefix):
+    from .local_redis import LocalRedis
+    from .test_nearcache import NO_CLIENT
+
+    good = make_app(WXLOGIN_API_BASE=fake.url, CACHE_TYPE="RedisCache", CACHE_REDIS_URL=redis_url,
+                    WXLOGIN_KEY_PREFIX=redis_prefix, WXLOGIN_NEAR_CACHE=True)
+    result = check(good)
+    assert "OK   default: near cache: CLIENT TRACKING and SUBSCRIBE accepted" in lines(result)
+    assert result.exit_code == 0
+    with LocalRedis(tmp_path / "redis", NO_CLIENT).start() as server:
+        url = f"redis://app:{REDIS_PASSWORD}@127.0.0.1:{server.port}/0"
+        server.client().execute_command("ACL", "SETUSER", "app", f">{REDIS_PASSWORD}")
+        refused = make_app(WXLOGIN_API_BASE=fake.url, CACHE_TYPE="RedisCache", CACHE_REDIS_URL=url,
+                           WXLOGIN_NEAR_CACHE=True)
+        result = check(refused)
+    assert [line for line in lines(result) if "near cache" in line] == [
+        "FAIL default: near cache: cannot track keys: error reply (NoPermissionError); "
+        "the Redis user needs +client (CLIENT TRACKING) and +subscribe"
+    ]
+    assert "OK   default: session store: a probe key written, read and deleted" in lines(result)
+    assert result.exit_code == 1
+    never_a_secret(result)

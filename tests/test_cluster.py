@@ -5,6 +5,7 @@ freeze a node start a private one (``doomed_cluster``).
 """
 from __future__ import annotations
 
+import logging
 import socket
 import threading
 import time
@@ -313,3 +314,44 @@ def test_logout_all_racing_logins_leaves_no_orphan_on_the_cluster(app, wechat):
         logout_all(app)
         orphans += me(app, raced)[0] == 200
     assert orphans == 0
+
+
+def test_a_lost_master_holding_rate_limit_counters_blocks_no_user_whose_key_is_up(doomed_cluster, wechat, caplog):
+    from prometheus_client import REGISTRY
+
+    def store_errors() -> float:
+        return REGISTRY.get_sample_value("wxlogin_store_errors_total", {"operation": "hit"}) or 0.0
+
+    app = cluster_app(doomed_cluster.spec, "wxltest:", WXLOGIN_LOGIN_RATE_LIMIT="30/minute")  # the default
+    victim = doomed_cluster.ports[1]
+    lost = [ip for ip in (f"10.0.0.{i}" for i in range(1, 100))
+            if doomed_cluster.node_of(f"wxltest:ratelimit:LIMITER/default/{ip}/30/1/minute") == victim][:3]
+    spared = next(ip for ip in (f"10.0.1.{i}" for i in range(1, 100))
+                  if doomed_cluster.node_of(f"wxltest:ratelimit:LIMITER/default/{ip}/30/1/minute") != victim)
+    users = {home == victim: openid for openid, home in (
+        (f"oUser{user:023d}", doomed_cluster.node_of(f"wxltest:oUser{user:023d}")) for user in range(40))}
+    with app.app_context():
+        limiter = app.extensions["wxlogin"]._state().rate_limit
+    limiter.clock = Clock()
+
+    def attempt(ip: str, openid: str) -> int:
+        wechat.ok(openid=openid)
+        response = app.test_client().post("/auth/login", json={"code": "abc"}, environ_base={"REMOTE_ADDR": ip})
+        if response.status_code == 200:
+            assert me(app, response.get_json()["data"]["skey"])[0] == 200
+        return response.status_code
+
+    # limits loads its script on every master at first use: with one gone, that first use would fail.
+    assert attempt(spared, users[False]) == 200
+    doomed_cluster.kill(victim)
+    before = store_errors()
+    with caplog.at_level(logging.WARNING, "flask_wxlogin"):
+        assert [attempt(ip, users[False]) for ip in [*lost, spared]] == [200] * 4
+        assert attempt(spared, users[True]) == 503  # the lost master's own users, and only they
+        warned = [record for record in caplog.records if "rate limit not counted" in record.getMessage()]
+        assert len(warned) == 1 and warned[0].levelno == logging.WARNING
+        limiter.clock.now += 60
+        assert attempt(lost[0], users[False]) == 200
+        warned = [record for record in caplog.records if "rate limit not counted" in record.getMessage()]
+    assert len(warned) == 2
+    assert store_errors() - before == len(lost) + 1

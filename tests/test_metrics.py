@@ -157,10 +157,10 @@ def test_near_cache_events_are_counted():
     from flask_wxlogin import metrics
 
     before = {event: value("wxlogin_near_cache_total", event=event) for event in metrics.NEAR_CACHE_EVENTS}
-    for event in ("hit", "hit", "miss", "flush"):
+    for event in ("hit", "hit", "miss", "flush", "error"):
         metrics.near_cache(event)
     after = {event: value("wxlogin_near_cache_total", event=event) for event in metrics.NEAR_CACHE_EVENTS}
-    assert {event: after[event] - before[event] for event in after} == {"hit": 2, "miss": 1, "flush": 1}
+    assert {event: after[event] - before[event] for event in after} == {"hit": 2, "miss": 1, "flush": 1, "error": 1}
 
 
 def test_no_label_holds_an_openid_an_ip_a_secret_or_an_skey(app, wechat):

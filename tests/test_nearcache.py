@@ -7,6 +7,7 @@ per-test prefix on the shared server.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import subprocess
 import sys
@@ -390,3 +391,60 @@ def test_revocation_in_one_process_is_refused_by_the_other(redis_url: str, redis
     result = json.loads(run.stdout)
     assert result["stale_accepts"] == 0, result
     assert result["warm_hits"] >= 0.95 * result["trials"], "too few hits before revoking: the proof proves little"
+
+
+# -- a near cache that cannot subscribe (review of issue 16) -------------------------------
+
+#: An ACL user that may read and write but not run CLIENT (so no CLIENT TRACKING).
+NO_CLIENT = ("--user", "app", "on", ">app-password-0042", "~*", "&*", "+@all", "-client")
+
+
+@pytest.fixture
+def acl_server(tmp_path: Path) -> Iterator[LocalRedis]:
+    yield from _private(tmp_path, *NO_CLIENT)
+
+
+def test_a_near_cache_that_cannot_subscribe_says_why_once_a_minute_and_counts_it(
+    acl_server: LocalRedis, monkeypatch: Any, caplog: Any
+) -> None:
+    events: List[str] = []
+    monkeypatch.setattr(metrics, "near_cache", events.append)
+    client = acl_server.client(username="app", password="app-password-0042")
+    client.hset("nc:u", FIELD, "one")
+    clock = Clock()
+    cache = NearCache.for_client(client, "nc:", clock=clock)
+    with caplog.at_level(logging.DEBUG, "flask_wxlogin"):
+        for _ in range(3):  # each read retries the subscription once RECONNECT_EVERY has passed
+            assert cache.read("nc:u", FIELD, lambda: client.hget("nc:u", FIELD)) == b"one"
+            clock.now += 1
+        clock.now += 60
+        assert cache.read("nc:u", FIELD, lambda: client.hget("nc:u", FIELD)) == b"one"
+    warnings = [record for record in caplog.records if record.name == "flask_wxlogin"]
+    assert [record.levelno for record in warnings] == [logging.WARNING] * 2
+    assert "near cache cannot subscribe" in warnings[0].getMessage()
+    assert "error reply (NoPermissionError)" in warnings[0].getMessage()
+    assert "app-password-0042" not in caplog.text
+    assert events.count("error") == 4 and not cache.connected
+
+
+def test_invalidate_in_a_forked_child_drops_everything_inherited_and_leaves_the_parent_alone(shared: Harness) -> None:
+    shared.write("one")
+    shared.write("two", name="v")
+    shared.warm()
+    shared.warm("v")
+    parent_id = shared.invalidation_client_id()
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        try:
+            shared.cache.invalidate(shared.key())  # the child's first call: it must start afresh
+            report = {"entries": len(shared.cache), "connected": shared.cache.connected}
+            os.write(write_end, json.dumps(report).encode())
+        finally:
+            os._exit(0)
+    os.close(write_end)
+    _, status = os.waitpid(pid, 0)
+    report = json.loads(os.read(read_end, 4096))
+    os.close(read_end)
+    assert status == 0 and report == {"entries": 0, "connected": False}  # not "v", not the parent's socket
+    assert shared.hit() == (b"one", True) and shared.invalidation_client_id() == parent_id

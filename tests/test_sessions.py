@@ -17,6 +17,7 @@ import pytest
 from flask import Flask
 
 from flask_wxlogin import ConfigurationError, SessionInfo, current_wx_user, login_required
+from flask_wxlogin.client import Identity
 from flask_wxlogin.tokens import session_ref
 
 from .conftest import APPSECRET, OPENID, SESSION_KEY, UNIONID, login, make_app
@@ -229,10 +230,26 @@ def test_programs_named_u_and_k_share_no_key_with_the_main_program(request, wech
         assert app.extensions["wxlogin"].authenticate("u").openid == OPENID
 
 
-@pytest.mark.parametrize("name", ["access_token"])
+@pytest.mark.parametrize("name", ["access_token", "ratelimit", "check"])
 def test_a_program_named_like_an_internal_key_is_refused_at_init(name):
     with pytest.raises(ConfigurationError, match="reserved"):
         make_app(WXLOGIN_MINI_PROGRAMS={name: {"appid": "wx0000000000000001", "secret": APPSECRET}})
+
+
+def test_the_reserved_names_are_the_namespaces_the_internal_keys_use(redis_app, redis_db, redis_prefix, wechat,
+                                                                      requests_mock):
+    from flask_wxlogin import config, ratelimit
+
+    assert ratelimit.KEY_SUFFIX in config.RESERVED_PROGRAM_NAMES
+    assert config.CHECK_NAMESPACE in config.RESERVED_PROGRAM_NAMES  # `flask wxlogin check`'s probe key
+    login(redis_app.test_client())  # the default rate limit counts it under its own namespace
+    requests_mock.post(re.compile(r"https://api\.weixin\.qq\.com/cgi-bin/stable_token.*"),
+                       json={"access_token": "T" * 20, "expires_in": 7200})
+    with redis_app.app_context():
+        redis_app.extensions["wxlogin"].access_token()
+    rests = [key.decode()[len(redis_prefix):] for key in redis_db.keys(redis_prefix + "*")]
+    assert OPENID in rests  # a user's key: no ':' after the prefix, so no namespace
+    assert {rest.split(":", 1)[0] for rest in rests if ":" in rest} == {"access_token", "ratelimit"}
 
 
 # -- the cap ------------------------------------------------------------------------------
@@ -507,9 +524,144 @@ def test_a_cache_the_app_passes_in_keeps_its_own_serializer(tmp_path, wechat):
     assert type(cache.serializer) is FileSystemSerializer
 
 
-def test_the_embedded_cache_keeps_strings_without_pickling(wechat):
+# -- review of the redesign (issue 12, second round) ---------------------------------------
+
+
+@pytest.mark.parametrize("backend", ["embedded", "redis"])
+def test_logging_in_again_at_the_cap_replaces_the_own_session_not_another_device(request, wechat, backend, caplog):
+    app = sessions_app(backend, request, WXLOGIN_MAX_SESSIONS_PER_USER=2)
+    tablet = login(app.test_client())
+    app.clock.now += 1
+    phone = login(app.test_client())
+    app.clock.now += 1
+    with caplog.at_level(logging.INFO, "flask_wxlogin.audit"):
+        again = login(app.test_client(), headers={"X-WX-Skey": phone})
+    assert [status(app, skey) for skey in (tablet, phone, again)] == [200, 401, 200]
+    assert live_refs(app) == {ref_of(tablet), ref_of(again)}
+    ended = [event for event in audit_events(caplog) if event["wxlogin_event"] == "session_ended"]
+    assert ended == [{"wxlogin_event": "session_ended", "program": "default", "openid": OPENID,
+                      "ref": ref_of(phone), "by": "self"}]
+
+
+@pytest.mark.parametrize("openid", ["staff:" + OPENID, OPENID + " ", "", "o" * 129])
+def test_opening_a_session_for_what_is_no_openid_is_a_clear_value_error(app, openid):
+    with app.test_request_context(), pytest.raises(ValueError, match="not an openid: WeChat's openids are"):
+        app.extensions["wxlogin"].open_session(Identity(openid, SESSION_KEY, None), user_id=1)
+    assert live_refs(app) == set()
+
+
+def test_a_user_key_of_another_type_is_no_session_and_replaced_at_the_next_login(request, wechat, redis_db, caplog):
+    app = sessions_app("redis", request)
+    skey = login(app.test_client())
+    key = app.config["WXLOGIN_KEY_PREFIX"] + OPENID
+    redis_db.delete(key)
+    redis_db.set(key, "written by something else", ex=600)
+    with caplog.at_level(logging.WARNING, "flask_wxlogin"):
+        assert status(app, skey) == 401
+        assert live_refs(app) == set()
+        with app.app_context():
+            assert app.extensions["wxlogin"].store.newest_session_key(OPENID) is None
+    assert not [record for record in caplog.records if record.levelno >= logging.ERROR]
+    again = login(app.test_client())
+    assert status(app, again) == 200 and redis_db.type(key) == b"hash"
+    redis_db.set(key, "written by something else", ex=600)
+    assert logout_all(app) == 0 and not redis_db.exists(key)
+
+
+def test_a_redis_error_reply_is_named_as_such_not_as_a_failed_connection():
+    from redis.exceptions import ResponseError
+
+    from flask_wxlogin import causes
+
+    assert causes.describe(ResponseError("WRONGTYPE Operation against a key")) == "error reply (ResponseError)"
+
+
+@pytest.mark.parametrize("user_id, compact", [
+    (10 ** 19, True), ("x" * 18, True),  # 20 characters as JSON: within 64 bytes for the session's whole life
+    (10 ** 20, False), ("x" * 19, False),  # 21: fits fresh, not once the slides have added digits
+])
+def test_records_stay_within_64_bytes_after_sliding_to_the_max_age_for_user_ids_of_20_json_characters(
+    request, wechat, redis_db, user_id, compact
+):
+    app = sessions_app("redis", request, WXLOGIN_SESSION_IDLE_TIMEOUT=7 * 86400, WXLOGIN_SESSION_MAX_AGE=30 * 86400)
+    key = app.config["WXLOGIN_KEY_PREFIX"] + OPENID
+    with app.test_request_context():
+        session = app.extensions["wxlogin"].open_session(Identity(OPENID, SESSION_KEY, None), user_id=user_id)[0]
+        store = app.extensions["wxlogin"].store
+        assert max(map(len, redis_db.hgetall(key).values())) <= 64  # fresh, every one fits
+        for day in (6, 12, 18, 24, 29.99):
+            app.clock.now = session.created_at + day * 86400
+            assert store.load(session.session_id) is not None
+    longest = max(map(len, redis_db.hgetall(key).values()))
+    assert (longest <= 64) is compact
+    assert (redis_db.object("encoding", key) in (b"listpack", b"ziplist")) is compact  # ziplist: Redis 6.2
+
+
+@pytest.mark.parametrize("args", [
+    ["sessions", "staff:" + OPENID], ["end-session", OPENID + " ", "AAAAAAAAAAA"], ["logout-all", ""],
+    ["logout-all", "o" * 129],
+])
+def test_cli_an_openid_not_shaped_like_one_is_a_usage_error(wechat, args):
     app = make_app()
-    login(app.test_client())
-    (backend,) = app.extensions["cache"].values()
-    ((_, value),) = backend._cache.values()
-    assert isinstance(value, str) and f"k={SESSION_KEY}" in value.split("\n")
+    skey = login(app.test_client())
+    result = app.test_cli_runner().invoke(args=["wxlogin", *args])
+    assert result.exit_code == 2
+    assert "Invalid value for 'OPENID': not an openid (1 to 128 letters, digits, '_' or '-')" in result.output
+    assert "ended" not in result.output
+    assert status(app, skey) == 200
+
+
+@pytest.mark.parametrize("args", [["sessions", OPENID], ["end-session", OPENID, "AAAAAAAAAAA"], ["logout-all", OPENID]])
+def test_cli_store_down_through_flask_is_one_line_naming_the_cause(args):
+    import subprocess
+    import sys
+
+    from .test_check import ROOT
+    from .test_secrets import closed_port
+
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "WXLT_API_BASE": "http://127.0.0.1:1",
+           "WXLT_REDIS_URL": f"redis://:hunter2-redis-password@127.0.0.1:{closed_port()}/0", "WXLT_PREFIX": "wxlt:"}
+    done = subprocess.run([sys.executable, "-m", "flask", "--app", "tests.served_app:create()", "wxlogin", *args],
+                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 1 and done.stdout == ""
+    assert re.fullmatch(
+        r"Error: session_store_unavailable: The session store is unavailable; try again shortly\. "
+        r"\(session store unavailable at Redis 127\.0\.0\.1:\d+: connection refused \([A-Za-z > ]+\)\)\n",
+        done.stderr,
+    ), done.stderr
+    assert "hunter2" not in done.stderr
+
+
+def test_on_the_embedded_cache_a_slide_racing_logout_all_in_another_thread_never_brings_sessions_back(wechat):
+    app = sessions_app("embedded", None)
+    phone, tablet = login(app.test_client()), login(app.test_client())
+    with app.app_context():
+        backend = app.extensions["wxlogin"].store.backend
+    fields = backend.fields
+    ended: List[int] = []
+    racer = threading.Thread(target=lambda: ended.append(logout_all(app)))
+
+    def fields_then_logout_all_elsewhere(key: str) -> Dict[str, str]:
+        del backend.fields  # once
+        found = fields(key)  # the slide has read the user's value and will write it back
+        racer.start()
+        racer.join(0.3)  # logout_all waits for the slide's write rather than being undone by it
+        return found
+
+    backend.fields = fields_then_logout_all_elsewhere
+    app.clock.now += IDLE * 0.5  # the phone's next request slides
+    assert status(app, phone) == 200
+    racer.join(5)
+    assert ended == [2]
+    assert [status(app, skey) for skey in (phone, tablet)] == [401, 401] and live_refs(app) == set()
+
+
+def test_a_login_as_another_user_ends_the_presented_session_of_the_first(app, wechat, caplog):
+    first = login(app.test_client())
+    wechat.ok(openid=OTHER_USER)
+    with caplog.at_level(logging.INFO, "flask_wxlogin.audit"):
+        other = login(app.test_client(), headers={"X-WX-Skey": first})
+    assert [status(app, skey) for skey in (first, other)] == [401, 200]
+    assert [event for event in audit_events(caplog) if event["wxlogin_event"] == "session_ended"] == [
+        {"wxlogin_event": "session_ended", "program": "default", "openid": OPENID, "ref": ref_of(first), "by": "self"}
+    ]
