@@ -276,10 +276,9 @@ class _RedisBackend(_Backend):
         full = self._key(key)
         if self.near_cache is None:
             record, unionid = self.guarded(self._client.hmget, full, (ref, UNIONID))
-        else:
-            found = self.guarded(self.near_cache.read, full, ref, lambda: _session(self._client.hmget(full, (ref, UNIONID))))
-            record, unionid = found or (None, None)
-        return text(record), text(unionid)
+            return text(record), text(unionid)
+        found = self.guarded(self.near_cache.read, full, ref, lambda: _session(self._client.hmget(full, (ref, UNIONID))))
+        return found or (None, None)  # type: ignore[no-any-return]
 
     def _changed(self, key: str, revoking: bool) -> None:
         """After a write to ``key``: drop it here; if it may end a session, PING so other processes know first."""
@@ -451,7 +450,7 @@ class _CacheBackend(_Backend):
 
 def _line(value: str, name: str) -> Optional[str]:
     """The value of field ``name`` in a user's text, without parsing the rest (the read of every request)."""
-    start = value.find("\n" + name + "=")
+    start = value.find(f"\n{name}=")
     if start < 0:
         return None
     start += len(name) + 2
@@ -505,9 +504,10 @@ def without_pickle(cache: BaseCache) -> BaseCache:
     return cache
 
 
-def _session(found: Sequence[Optional[bytes]]) -> Optional[Tuple[Optional[bytes], ...]]:
-    """HMGET's ``(record, unionid)``, or ``None`` when there is no record: nothing for the near cache to keep."""
-    return None if found[0] is None else tuple(found)
+def _session(found: Sequence[Optional[bytes]]) -> Optional[Tuple[Optional[str], Optional[str]]]:
+    """HMGET's ``(record, unionid)`` as text (kept so, a hit decodes nothing), or ``None`` when there is
+    no record: nothing for the near cache to keep."""
+    return None if found[0] is None else (text(found[0]), text(found[1]))
 
 
 def backend_for(cache: BaseCache, near_cache_prefix: Optional[str] = None) -> Any:
@@ -603,13 +603,16 @@ class SessionStore:
         evicted = self.backend.login(prefix + openid, rules, cap, unionid, entries)
         return session, evicted
 
-    def load(self, session_id: str) -> Optional[WxUser]:
-        """The live session with this id, or ``None`` if it expired, was ended or never was."""
+    def load(self, session_id: str, settings: Optional[Tuple[str, str, str]] = None) -> Optional[WxUser]:
+        """The live session with this id, or ``None`` if it expired, was ended or never was.
+
+        ``settings``: :meth:`settings`, if the caller has just read them.
+        """
         parts = split_session_id(session_id)
         if parts is None:
             return None
         openid, ref = parts
-        appid, _, prefix = self.settings()
+        appid, _, prefix = settings or self.settings()
         key = prefix + openid
         record, unionid = self.backend.read(key, ref)
         if record is None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import select
 import subprocess
 import sys
 import time
@@ -17,7 +18,7 @@ from typing import Any, Callable, Iterator, List, Optional
 import pytest
 import redis
 
-from flask_wxlogin import metrics, nearcache
+from flask_wxlogin import nearcache
 from flask_wxlogin.nearcache import NearCache, barrier
 
 from .local_redis import LocalRedis
@@ -131,16 +132,19 @@ def test_keys_outside_the_tracked_prefix_are_never_kept(shared: Harness) -> None
     assert len(loads) == 20 and len(shared.cache) == 0
 
 
-def test_counts_hits_and_misses_and_reports_them_as_metrics(shared: Harness, monkeypatch: Any) -> None:
-    events: List[str] = []
-    monkeypatch.setattr(metrics, "near_cache", events.append)
+def test_counts_hits_and_misses_and_reports_them_as_metrics(shared: Harness) -> None:
+    from prometheus_client import REGISTRY
+
+    def reported(event: str) -> float:
+        return REGISTRY.get_sample_value("wxlogin_near_cache_total", {"event": event}) or 0.0
+
+    before = {event: reported(event) for event in ("hit", "miss")}
     shared.write("one")
     shared.warm()
-    hits, misses = events.count("hit"), events.count("miss")
-    assert (hits, misses) == (1, shared.loads) and misses >= 1
-    assert shared.cache.stats["hits"] == hits and shared.cache.stats["misses"] == misses
+    assert (shared.cache.stats["hits"], shared.cache.stats["misses"]) == (1, shared.loads) and shared.loads >= 1
     shared.read()
-    assert events[-1] == "hit" and shared.cache.stats["hits"] == 2
+    assert shared.cache.stats["hits"] == 2
+    assert reported("hit") - before["hit"] == 2 and reported("miss") - before["miss"] == shared.loads
 
 
 def test_bounded_by_entries_least_recently_used_first(shared: Harness) -> None:
@@ -214,7 +218,7 @@ class Clock:
 def _pong_arrives(cache: NearCache) -> None:
     """Wait until the PING's answer is on the socket, without reading it (the next read drains it)."""
     deadline = time.monotonic() + 2
-    while not cache._conn.can_read(timeout=0.01):  # type: ignore[union-attr]
+    while not select.select([cache._conn._sock], [], [], 0.01)[0]:  # type: ignore[union-attr]
         assert time.monotonic() < deadline
 
 
