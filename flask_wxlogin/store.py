@@ -35,6 +35,7 @@ last use. The key expires with its longest-lived session.
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import logging
 import re
@@ -618,10 +619,13 @@ class SessionStore:
         if record is None:
             return None
         try:
-            session = _decode(session_id, openid, record, unionid, appid, self.program)
+            session_key, created_at, refreshed_at, user_id = _fields(record)
         except (ValueError, UnicodeError):
             log.warning("unreadable session record; treating it as no session")
             return None
+        session = WxUser(
+            session_id, openid, session_key, unionid or None, user_id, created_at, refreshed_at, appid, self.program
+        )
         config, now = self.config, int(self.clock())
         idle, idle_for = config["WXLOGIN_SESSION_IDLE_TIMEOUT"], now - session.refreshed_at
         if now - session.created_at >= config["WXLOGIN_SESSION_MAX_AGE"] or idle_for >= idle:
@@ -690,13 +694,19 @@ def _encode(session: WxUser) -> str:
     )
 
 
-def _decode(session_id: str, openid: str, record: str, unionid: Optional[str], appid: str, program: str) -> WxUser:
-    """The session in ``record``; ValueError or UnicodeError if it is not one of ours."""
+@functools.lru_cache(maxsize=4096)
+def _fields(record: str) -> Tuple[str, int, int, UserId]:
+    """``(session_key, created_at, refreshed_at, user_id)`` of a session record; ValueError or
+    UnicodeError if it is not one of ours.
+
+    Cached: a client sends the same session again and again, and its record
+    changes only at a slide. Everything in the result is immutable.
+    """
     session_key, created, refreshed, user_id = record.split("|", 3)
     if not (session_key and session_key.isascii()):
         raise ValueError("no session_key in the session record")
     created_at = int(created)
-    return WxUser(
-        session_id, openid, session_key, unionid or None,
-        json.loads(user_id) if user_id else None, created_at, created_at + int(refreshed), appid, program,
-    )
+    parsed = json.loads(user_id) if user_id else None
+    if parsed is not None and not (isinstance(parsed, (str, int)) and not isinstance(parsed, bool)):
+        raise ValueError("a user_id that is not a str or an int")
+    return session_key, created_at, created_at + int(refreshed), parsed
