@@ -114,6 +114,23 @@ def test_hit_served_from_memory_and_dropped_on_write(shared: Harness) -> None:
     assert shared.hit() == (None, False)
 
 
+def test_a_hit_reads_the_socket_only_when_something_arrived(shared: Harness) -> None:
+    shared.write("one")
+    shared.warm()
+    cache = shared.cache
+    cache.clock = lambda: cache._lease_from + 0.1  # type: ignore[operator]  (inside the lease, no PING due)
+    conn = cache._conn
+    reads: List[int] = []
+    can_read = conn.can_read  # type: ignore[union-attr]
+    conn.can_read = lambda *args, **kwargs: reads.append(1) or can_read(*args, **kwargs)  # type: ignore[union-attr]
+    for _ in range(5):
+        assert shared.hit() == (b"one", True)
+    assert reads == [], "a hit tried to read although nothing had arrived"
+    shared.write("two")  # its invalidation is on the socket once the barrier returns
+    assert shared.hit() == (b"two", False)
+    assert reads, "the invalidation was not read before the hit"
+
+
 def test_missing_fields_are_not_cached(shared: Harness) -> None:
     shared.write("one")
     shared.warm()
