@@ -177,13 +177,21 @@ def _plain(value: Any) -> Any:
     raise TypeError(f"cannot write {type(value).__name__} as JSON")
 
 
+def _command(results: Dict[str, Dict[str, Any]], settings: Settings) -> str:
+    """The command line of this run, as far as it changes the figures."""
+    port = os.environ.get("WXLBENCH_REDIS_PORT")
+    only = "" if set(results) >= set(RENDERERS) else " --only " + " ".join(results)
+    return (f"{'WXLBENCH_REDIS_PORT=' + port + ' ' if port else ''}python benchmarks/run.py"
+            f"{' --quick' if settings.name == 'quick' else ''}{only}")
+
+
 def markdown(
     results: Dict[str, Dict[str, Any]], settings: Settings, described: Dict[str, str], seconds: float, chart: str
 ) -> str:
     lines = [
         f"# flask-wxlogin benchmarks ({settings.name} run)",
         "",
-        f"`python benchmarks/run.py{' --quick' if settings.name == 'quick' else ''}` took {seconds:.0f} s.",
+        f"`{_command(results, settings)}` took {seconds:.0f} s.",
         "",
         *[f"- **{key}**: {value}" for key, value in described.items()],
         "",
