@@ -41,15 +41,18 @@ def login_required(view: Optional[F] = None, *, program: Optional[str] = None) -
 
     @functools.wraps(view)
     def decorated(*args: Any, **kwargs: Any) -> Any:
+        # Each context local resolved once, then used as a plain object: an attribute read or
+        # write through a proxy costs several times as much (this runs on every request).
         app = current_app._get_current_object()  # type: ignore[attr-defined]
-        environ = request.environ
+        environ = request._get_current_object().environ  # type: ignore[attr-defined]
         if environ["REQUEST_METHOD"] == "OPTIONS":
             return app.make_default_options_response()
         try:
-            g._wxlogin_user = app.extensions["wxlogin"].authenticate_environ(app, environ, program)
+            user = app.extensions["wxlogin"].authenticate_environ(app, environ, program)
         except Unauthorized as error:
             metrics.rejected(program or MAIN_PROGRAM, error.error)
             raise
+        g._get_current_object()._wxlogin_user = user  # type: ignore[attr-defined]
         if is_async:
             return app.ensure_sync(view)(*args, **kwargs)
         return view(*args, **kwargs)
@@ -59,19 +62,20 @@ def login_required(view: Optional[F] = None, *, program: Optional[str] = None) -
 
 def _current_user() -> Union[WxUser, AnonymousWxUser]:
     try:
-        return g._wxlogin_user  # type: ignore[no-any-return]
-    except AttributeError:
-        pass
+        found = g._get_current_object()  # type: ignore[attr-defined]
     except RuntimeError:  # no app context
         return ANONYMOUS
+    user = getattr(found, "_wxlogin_user", None)
+    if user is not None:
+        return user  # type: ignore[no-any-return]
     if not has_request_context():
         return ANONYMOUS
     try:
         user = current_app.extensions["wxlogin"].authenticate()
     except Unauthorized:
         user = ANONYMOUS
-    g._wxlogin_user = user
-    return user
+    found._wxlogin_user = user
+    return user  # type: ignore[no-any-return]
 
 
 #: The request's user: a :class:`~.user.WxUser` under ``login_required``; in

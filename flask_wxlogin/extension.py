@@ -45,18 +45,30 @@ class _Program:
         self.client = client
         self._signers: "dict[str, SkeySigner]" = {}
 
-    def _signer(self) -> SkeySigner:
-        salt = salt_for(self.store.settings()[0])
-        signer = self._signers.get(salt)
+    def _signer(self, appid: str) -> SkeySigner:
+        """The signer of skeys for ``appid`` (the salt holds it), made once per AppID."""
+        signer = self._signers.get(appid)
         if signer is None:
-            signer = self._signers[salt] = SkeySigner(salt)
+            signer = self._signers[appid] = SkeySigner(salt_for(appid))
         return signer
 
     def unsign(self, skey: str, app_config: Any) -> str:
-        return self._signer().unsign(skey, app_config["SECRET_KEY"], app_config.get("SECRET_KEY_FALLBACKS") or ())
+        return self._signer(self.store.appid).unsign(
+            skey, app_config["SECRET_KEY"], app_config.get("SECRET_KEY_FALLBACKS") or ()
+        )
 
     def sign(self, session_id: str, app_config: Any) -> str:
-        return self._signer().sign(session_id, app_config["SECRET_KEY"], app_config.get("SECRET_KEY_FALLBACKS") or ())
+        return self._signer(self.store.appid).sign(
+            session_id, app_config["SECRET_KEY"], app_config.get("SECRET_KEY_FALLBACKS") or ()
+        )
+
+    def session(self, skey: str, app_config: Any) -> Optional[WxUser]:
+        """:meth:`unsign` then load: the live session ``skey`` names, else ``None``; the settings read once."""
+        settings = self.store.settings()
+        session_id = self._signer(settings[0]).unsign(
+            skey, app_config["SECRET_KEY"], app_config.get("SECRET_KEY_FALLBACKS") or ()
+        )
+        return self.store.load(session_id, settings)
 
     def code2session(self, code: str) -> Identity:
         appid, secret, _ = self.store.settings()
@@ -274,7 +286,7 @@ class WxLogin:
         skey = _skey_in(environ, state.config)
         if skey is None:
             raise Unauthorized()
-        user = chosen.store.load(chosen.unsign(skey, state.config))
+        user = chosen.session(skey, state.config)
         if user is None:
             raise Unauthorized(
                 "The session has expired or was ended; log in again.", error="session_expired"

@@ -19,7 +19,10 @@ each one is a bug a prototype had without it, and each has a named test in
    built in Redis's ``beforeSleep`` and so go out before the writer's reply.
 3. **Drain before every hit**, without blocking. Any EOF, timeout, error
    reply or unexpected message flushes everything; the next read that reached
-   Redis reconnects.
+   Redis reconnects. Whenever the lock is released, every byte received has
+   been applied (each read of the connection ends by reading until nothing is
+   left), so one ``poll`` of its socket tells whether anything new arrived:
+   a hit costs no read attempt.
 4. **Insert after a miss only if no invalidation of that key arrived during
    the read** and the generation (bumped by every flush and reconnect) is
    unchanged. Otherwise a value read just before a write could be kept after
@@ -32,7 +35,8 @@ each one is a bug a prototype had without it, and each has a named test in
    flushing client's protocol: RESP2 ``$-1``, or RESP3 ``_`` even to a RESP2
    subscriber when the flushing client is itself tracked. The parser reads
    both, and any invalidation that is not a list of keys flushes everything.
-7. **After fork**, the child caches nothing until it has its own connection.
+7. **After fork**, the child caches nothing until it has its own connection
+   (an ``os.register_at_fork`` hook resets every near cache in the child).
 8. **Revokers send one PING on their own connection after the write**
    (:func:`barrier`). When it returns, Redis has written the invalidation to
    every subscriber's socket, so their next request sees it. That ordering is
@@ -45,9 +49,11 @@ from __future__ import annotations
 import collections
 import logging
 import os
+import select
 import threading
 import time
-from typing import Any, Callable, Dict, List, Optional, Tuple
+import weakref
+from typing import Any, Callable, Dict, List, Optional
 
 import redis
 from redis._parsers import _RESP2Parser
@@ -75,7 +81,7 @@ ENTRY_OVERHEAD = 200
 #: Seconds between two warnings that the invalidation connection cannot subscribe.
 WARN_EVERY = 60.0
 
-#: Reads the value from Redis on a miss: bytes, or a tuple of bytes and ``None`` (an HMGET);
+#: Reads the value from Redis on a miss: text or bytes, or a tuple of them and ``None`` (an HMGET);
 #: ``None`` means there is nothing to keep.
 Loader = Callable[[], Any]
 
@@ -131,17 +137,21 @@ class NearCache:
         self.clock = clock
         #: Counters since start: ``hits``, ``misses``, ``flushes``, ``reconnects``, ``errors`` (failed subscriptions).
         self.stats: Dict[str, int] = collections.Counter()
-        self._reset(os.getpid())
+        self._reset()
+        _LIVE.add(self)
+        metrics.watch_near_cache(self)
 
-    def _reset(self, pid: int) -> None:
-        self._pid = pid
+    def _reset(self) -> None:
         self._lock = threading.Lock()
         self._conn: Optional[Connection] = None
+        #: Polls the invalidation connection's socket while there is one.
+        self._poll: Any = None
         self._generation = 0
-        self._entries: "collections.OrderedDict[bytes, Dict[bytes, Any]]" = collections.OrderedDict()
-        self._sizes: Dict[bytes, int] = {}
+        # Keyed by text, as the caller names keys and fields: only invalidations (rare) convert.
+        self._entries: "collections.OrderedDict[str, Dict[str, Any]]" = collections.OrderedDict()
+        self._sizes: Dict[str, int] = {}
         self._bytes = 0
-        self._reads: Dict[bytes, List[_Read]] = {}
+        self._reads: Dict[str, List[_Read]] = {}
         self._lease_from: Optional[float] = None
         self._ping_sent: Optional[float] = None
         self._retry_at = 0.0
@@ -186,50 +196,44 @@ class NearCache:
         """
         if not key.startswith(self.prefix):
             return load()
-        if os.getpid() != self._pid:
-            self._reset(os.getpid())
-        bkey, bfield = key.encode(), field.encode()
         with self._lock:
             now = self.clock()
-            self._drain(now)
+            if self._poll is not None and self._poll.poll(0):
+                self._drain()
             self._renew(now)
             if self._serving(now):
-                fields = self._entries.get(bkey)
-                if fields is not None and bfield in fields:
-                    self._entries.move_to_end(bkey)
+                fields = self._entries.get(key)
+                if fields is not None and field in fields:
+                    self._entries.move_to_end(key)
                     self.stats["hits"] += 1
-                    metrics.near_cache("hit")
-                    return fields[bfield]
+                    return fields[field]
             generation = self._generation if self._conn is not None else None
             pending = _Read()
             if generation is not None:
-                self._reads.setdefault(bkey, []).append(pending)
+                self._reads.setdefault(key, []).append(pending)
             self.stats["misses"] += 1
-        metrics.near_cache("miss")
         try:
             value = load()
         except BaseException:
             if generation is not None:
                 with self._lock:
-                    self._forget(bkey, pending)
+                    self._forget(key, pending)
             raise
         with self._lock:
             now = self.clock()
-            self._drain(now)
+            self._drain()
             if generation is not None:
-                self._forget(bkey, pending)
+                self._forget(key, pending)
                 if value is not None and not pending.dirty and generation == self._generation:
-                    self._insert(bkey, bfield, value)
+                    self._insert(key, field, value)
             elif self._conn is None and now >= self._retry_at:
                 self._subscribe()
         return value
 
     def invalidate(self, key: str) -> None:
         """Drop ``key`` here now, ahead of Redis's own message (after this process's writes)."""
-        if os.getpid() != self._pid:
-            self._reset(os.getpid())
         with self._lock:
-            self._invalidate(key.encode())
+            self._invalidate(key)
 
     def __len__(self) -> int:
         return len(self._entries)
@@ -290,7 +294,6 @@ class NearCache:
         try:
             conn = self._open()
         except _FAILURES as exc:
-            metrics.near_cache("error")
             self.stats["errors"] += 1
             if now - self._warned_at >= WARN_EVERY:
                 self._warned_at = now
@@ -301,8 +304,11 @@ class NearCache:
                 )
             return
         self._conn = conn
+        self._poll = select.poll()
+        self._poll.register(conn._sock, select.POLLIN)  # redis-py has no public accessor for the socket
         self._generation += 1
         self.stats["reconnects"] += 1
+        self._drain()  # a message that came with SUBSCRIBE's reply sits in the parser's buffer: apply it
         self._renew(self.clock())
 
     def _renew(self, now: float) -> None:
@@ -323,8 +329,8 @@ class NearCache:
             return
         self._ping_sent = now
 
-    def _drain(self, now: float) -> None:
-        """Apply every message already received, without waiting for more."""
+    def _drain(self) -> None:
+        """Apply every message already received, without waiting for more (and so empty the parser's buffer)."""
         conn = self._conn
         if conn is None:
             return
@@ -344,7 +350,7 @@ class NearCache:
             keys = message[2]
             if isinstance(keys, list) and keys and all(isinstance(key, bytes) for key in keys):
                 for key in keys:
-                    self._invalidate(key)
+                    self._invalidate(key.decode("utf-8", "surrogateescape"))
             else:  # FLUSHDB, FLUSHALL: a null of either protocol
                 self._flush()
         else:
@@ -352,7 +358,7 @@ class NearCache:
 
     def _lost(self, why: str, reconnect: bool = True) -> None:
         log.info("near cache flushed: %s", why)
-        conn, self._conn = self._conn, None
+        conn, self._conn, self._poll = self._conn, None, None
         if conn is not None:
             conn.disconnect()
         self._lease_from = self._ping_sent = None
@@ -367,21 +373,20 @@ class NearCache:
         self._sizes.clear()
         self._bytes = 0
         self.stats["flushes"] += 1
-        metrics.near_cache("flush")
 
-    def _invalidate(self, key: bytes) -> None:
+    def _invalidate(self, key: str) -> None:
         for pending in self._reads.get(key, ()):
             pending.dirty = True
         if self._entries.pop(key, None) is not None:
             self._bytes -= self._sizes.pop(key)
 
-    def _forget(self, key: bytes, pending: _Read) -> None:
+    def _forget(self, key: str, pending: _Read) -> None:
         reads = self._reads[key]
         reads.remove(pending)
         if not reads:
             del self._reads[key]
 
-    def _insert(self, key: bytes, field: bytes, value: Any) -> None:
+    def _insert(self, key: str, field: str, value: Any) -> None:
         fields = self._entries.setdefault(key, {})
         fields[field] = value
         size = ENTRY_OVERHEAD + len(key) + sum(len(f) + _weight(v) for f, v in fields.items())
@@ -395,6 +400,17 @@ class NearCache:
 
 #: What opening the invalidation connection may raise (a reply of the wrong shape is a TypeError).
 _FAILURES = (RedisError, OSError, TypeError)
+#: Every near cache of this process, so a forked child can reset them all.
+_LIVE: "weakref.WeakSet[NearCache]" = weakref.WeakSet()
+
+
+def _forked() -> None:
+    """In a new child: forget the parent's connection and entries (invariant 7)."""
+    for cache in list(_LIVE):
+        cache._reset()
+
+
+os.register_at_fork(after_in_child=_forked)
 
 
 def _weight(value: Any) -> int:

@@ -44,6 +44,7 @@ last use. The key expires with its longest-lived session.
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import logging
 import re
@@ -298,10 +299,9 @@ class _RedisBackend(_Backend):
         full = self._key(key)
         if self.near_cache is None:
             record, unionid = self.guarded(self.hmget, full, (ref, UNIONID))
-        else:
-            found = self.guarded(self.near_cache.read, full, ref, lambda: _session(self.hmget(full, (ref, UNIONID))))
-            record, unionid = found or (None, None)
-        return text(record), text(unionid)
+            return text(record), text(unionid)
+        found = self.guarded(self.near_cache.read, full, ref, lambda: _session(self.hmget(full, (ref, UNIONID))))
+        return found or (None, None)  # type: ignore[no-any-return]
 
     def _changed(self, key: str, revoking: bool) -> None:
         """After a write to ``key``: drop it here; if it may end a session, PING so other processes know first."""
@@ -512,7 +512,7 @@ def created_at(record: str) -> int:
 
 def _line(value: str, name: str) -> Optional[str]:
     """The value of field ``name`` in a user's text, without parsing the rest (the read of every request)."""
-    start = value.find("\n" + name + "=")
+    start = value.find(f"\n{name}=")
     if start < 0:
         return None
     start += len(name) + 2
@@ -566,9 +566,10 @@ def without_pickle(cache: BaseCache) -> BaseCache:
     return cache
 
 
-def _session(found: Sequence[Optional[bytes]]) -> Optional[Tuple[Optional[bytes], ...]]:
-    """HMGET's ``(record, unionid)``, or ``None`` when there is no record: nothing for the near cache to keep."""
-    return None if found[0] is None else tuple(found)
+def _session(found: Sequence[Optional[bytes]]) -> Optional[Tuple[Optional[str], Optional[str]]]:
+    """HMGET's ``(record, unionid)`` as text (kept so, a hit decodes nothing), or ``None`` when there is
+    no record: nothing for the near cache to keep."""
+    return None if found[0] is None else (text(found[0]), text(found[1]))
 
 
 def backend_for(cache: BaseCache, near_cache_prefix: Optional[str] = None) -> Any:
@@ -672,22 +673,28 @@ class SessionStore:
         evicted, replaced = self.backend.login(prefix + openid, rules, cap, unionid, entries, replaces or "")
         return session, evicted, replaced
 
-    def load(self, session_id: str) -> Optional[WxUser]:
-        """The live session with this id, or ``None`` if it expired, was ended or never was."""
+    def load(self, session_id: str, settings: Optional[Tuple[str, str, str]] = None) -> Optional[WxUser]:
+        """The live session with this id, or ``None`` if it expired, was ended or never was.
+
+        ``settings``: :meth:`settings`, if the caller has just read them.
+        """
         parts = split_session_id(session_id)
         if parts is None:
             return None
         openid, ref = parts
-        appid, _, prefix = self.settings()
+        appid, _, prefix = settings or self.settings()
         key = prefix + openid
         record, unionid = self.backend.read(key, ref)
         if record is None:
             return None
         try:
-            session = _decode(session_id, openid, record, unionid, appid, self.program)
+            session_key, created_at, refreshed_at, user_id = _fields(record)
         except (ValueError, UnicodeError):
             log.warning("unreadable session record; treating it as no session")
             return None
+        session = WxUser(
+            session_id, openid, session_key, unionid or None, user_id, created_at, refreshed_at, appid, self.program
+        )
         config, now = self.config, int(self.clock())
         idle, idle_for = config["WXLOGIN_SESSION_IDLE_TIMEOUT"], now - session.refreshed_at
         if now - session.created_at >= config["WXLOGIN_SESSION_MAX_AGE"] or idle_for >= idle:
@@ -756,13 +763,19 @@ def _encode(session: WxUser) -> str:
     )
 
 
-def _decode(session_id: str, openid: str, record: str, unionid: Optional[str], appid: str, program: str) -> WxUser:
-    """The session in ``record``; ValueError or UnicodeError if it is not one of ours."""
+@functools.lru_cache(maxsize=4096)
+def _fields(record: str) -> Tuple[str, int, int, UserId]:
+    """``(session_key, created_at, refreshed_at, user_id)`` of a session record; ValueError or
+    UnicodeError if it is not one of ours.
+
+    Cached: a client sends the same session again and again, and its record
+    changes only at a slide. Everything in the result is immutable.
+    """
     session_key, created, refreshed, user_id = record.split("|", 3)
     if not (session_key and session_key.isascii()):
         raise ValueError("no session_key in the session record")
     created_at = int(created)
-    return WxUser(
-        session_id, openid, session_key, unionid or None,
-        json.loads(user_id) if user_id else None, created_at, created_at + int(refreshed), appid, program,
-    )
+    parsed = json.loads(user_id) if user_id else None
+    if parsed is not None and not (isinstance(parsed, (str, int)) and not isinstance(parsed, bool)):
+        raise ValueError("a user_id that is not a str or an int")
+    return session_key, created_at, created_at + int(refreshed), parsed

@@ -23,7 +23,7 @@ from flask.testing import FlaskClient
 
 from .client import _KEY, Identity
 from .extension import _environ_key
-from .fakewechat import DEFAULT_APPID, FakeWeChat, new_openid
+from .fakewechat import DEFAULT_APPID, FakeWeChat
 from .tokens import OPENID
 from .user import UserId
 

@@ -156,11 +156,32 @@ def test_a_valid_protected_request_calls_no_metric_function(app, wechat, monkeyp
 def test_near_cache_events_are_counted():
     from flask_wxlogin import metrics
 
+    class Cache:
+        stats = {"hits": 0, "misses": 0, "flushes": 0, "reconnects": 0, "errors": 0}
+
+    cache = Cache()
     before = {event: value("wxlogin_near_cache_total", event=event) for event in metrics.NEAR_CACHE_EVENTS}
-    for event in ("hit", "hit", "miss", "flush", "error"):
-        metrics.near_cache(event)
+    metrics.watch_near_cache(cache)
+    cache.stats.update(hits=2, misses=1, flushes=1, reconnects=5, errors=1)
     after = {event: value("wxlogin_near_cache_total", event=event) for event in metrics.NEAR_CACHE_EVENTS}
     assert {event: after[event] - before[event] for event in after} == {"hit": 2, "miss": 1, "flush": 1, "error": 1}
+
+
+def test_near_cache_counts_leave_with_the_cache():
+    import gc
+
+    from flask_wxlogin import metrics
+
+    class Cache:
+        stats = {"hits": 7, "misses": 0, "flushes": 0, "errors": 0}
+
+    before = value("wxlogin_near_cache_total", event="hit")
+    cache = Cache()
+    metrics.watch_near_cache(cache)
+    assert value("wxlogin_near_cache_total", event="hit") == before + 7
+    del cache
+    gc.collect()
+    assert value("wxlogin_near_cache_total", event="hit") == before
 
 
 def test_no_label_holds_an_openid_an_ip_a_secret_or_an_skey(app, wechat):

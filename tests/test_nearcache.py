@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import select
 import subprocess
 import sys
 import time
@@ -18,7 +19,7 @@ from typing import Any, Callable, Iterator, List, Optional
 import pytest
 import redis
 
-from flask_wxlogin import metrics, nearcache
+from flask_wxlogin import nearcache
 from flask_wxlogin.nearcache import NearCache, barrier
 
 from .local_redis import LocalRedis
@@ -114,6 +115,23 @@ def test_hit_served_from_memory_and_dropped_on_write(shared: Harness) -> None:
     assert shared.hit() == (None, False)
 
 
+def test_a_hit_reads_the_socket_only_when_something_arrived(shared: Harness) -> None:
+    shared.write("one")
+    shared.warm()
+    cache = shared.cache
+    cache.clock = lambda: cache._lease_from + 0.1  # type: ignore[operator]  (inside the lease, no PING due)
+    conn = cache._conn
+    reads: List[int] = []
+    can_read = conn.can_read  # type: ignore[union-attr]
+    conn.can_read = lambda *args, **kwargs: reads.append(1) or can_read(*args, **kwargs)  # type: ignore[union-attr]
+    for _ in range(5):
+        assert shared.hit() == (b"one", True)
+    assert reads == [], "a hit tried to read although nothing had arrived"
+    shared.write("two")  # its invalidation is on the socket once the barrier returns
+    assert shared.hit() == (b"two", False)
+    assert reads, "the invalidation was not read before the hit"
+
+
 def test_missing_fields_are_not_cached(shared: Harness) -> None:
     shared.write("one")
     shared.warm()
@@ -132,16 +150,19 @@ def test_keys_outside_the_tracked_prefix_are_never_kept(shared: Harness) -> None
     assert len(loads) == 20 and len(shared.cache) == 0
 
 
-def test_counts_hits_and_misses_and_reports_them_as_metrics(shared: Harness, monkeypatch: Any) -> None:
-    events: List[str] = []
-    monkeypatch.setattr(metrics, "near_cache", events.append)
+def test_counts_hits_and_misses_and_reports_them_as_metrics(shared: Harness) -> None:
+    from prometheus_client import REGISTRY
+
+    def reported(event: str) -> float:
+        return REGISTRY.get_sample_value("wxlogin_near_cache_total", {"event": event}) or 0.0
+
+    before = {event: reported(event) for event in ("hit", "miss")}
     shared.write("one")
     shared.warm()
-    hits, misses = events.count("hit"), events.count("miss")
-    assert (hits, misses) == (1, shared.loads) and misses >= 1
-    assert shared.cache.stats["hits"] == hits and shared.cache.stats["misses"] == misses
+    assert (shared.cache.stats["hits"], shared.cache.stats["misses"]) == (1, shared.loads) and shared.loads >= 1
     shared.read()
-    assert events[-1] == "hit" and shared.cache.stats["hits"] == 2
+    assert shared.cache.stats["hits"] == 2
+    assert reported("hit") - before["hit"] == 2 and reported("miss") - before["miss"] == shared.loads
 
 
 def test_bounded_by_entries_least_recently_used_first(shared: Harness) -> None:
@@ -215,7 +236,7 @@ class Clock:
 def _pong_arrives(cache: NearCache) -> None:
     """Wait until the PING's answer is on the socket, without reading it (the next read drains it)."""
     deadline = time.monotonic() + 2
-    while not cache._conn.can_read(timeout=0.01):  # type: ignore[union-attr]
+    while not select.select([cache._conn._sock], [], [], 0.01)[0]:  # type: ignore[union-attr]
         assert time.monotonic() < deadline
 
 
@@ -407,8 +428,6 @@ def acl_server(tmp_path: Path) -> Iterator[LocalRedis]:
 def test_a_near_cache_that_cannot_subscribe_says_why_once_a_minute_and_counts_it(
     acl_server: LocalRedis, monkeypatch: Any, caplog: Any
 ) -> None:
-    events: List[str] = []
-    monkeypatch.setattr(metrics, "near_cache", events.append)
     client = acl_server.client(username="app", password="app-password-0042")
     client.hset("nc:u", FIELD, "one")
     clock = Clock()
@@ -424,7 +443,7 @@ def test_a_near_cache_that_cannot_subscribe_says_why_once_a_minute_and_counts_it
     assert "near cache cannot subscribe" in warnings[0].getMessage()
     assert "error reply (NoPermissionError)" in warnings[0].getMessage()
     assert "app-password-0042" not in caplog.text
-    assert events.count("error") == 4 and not cache.connected
+    assert cache.stats["errors"] == 4 and not cache.connected  # wxlogin_near_cache_total{event="error"}
 
 
 def test_invalidate_in_a_forked_child_drops_everything_inherited_and_leaves_the_parent_alone(shared: Harness) -> None:

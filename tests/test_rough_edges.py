@@ -9,12 +9,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import redis
 from flask import Flask, abort
 
 from flask_wxlogin import ConfigurationError, Unauthorized, WxLogin, current_wx_user, login_required
 
-from .conftest import APPID, APPSECRET, CODE, OPENID, SECRET_KEY, login, make_app
+from .conftest import APPID, APPSECRET, CODE, SECRET_KEY, login, make_app
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -268,6 +268,8 @@ def test_a_write_the_cache_refuses_is_503_and_no_skey(wechat, caplog):
 @pytest.mark.parametrize("value", [
     b"not a record", b"a|b|c", b"|1|0|", b"k|x|0|", b"k|1|y|", b"k|1|0|{bad json", b"\xff|1|0|",
     b'["o","k",null,null,1,1]',
+    # user ids other than a str or an int: the parsed record is cached and shared, so only immutable ones pass
+    b'k|1|0|["a"]', b'k|1|0|{"a": 1}', b"k|1|0|true", b"k|1|0|1.5",
 ])
 def test_an_unreadable_record_is_no_session(redis_app, redis_db, redis_prefix, wechat, value, caplog):
     skey = login(redis_app.test_client())
