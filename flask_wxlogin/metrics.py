@@ -17,7 +17,7 @@ from typing import Any, Iterator, Optional
 try:
     import prometheus_client
 except ImportError:  # the extra is not installed: every function below returns at once
-    prometheus_client = None
+    prometheus_client = None  # type: ignore[assignment]
 
 
 #: The events ``wxlogin_near_cache_total`` counts, and the near caches' ``stats`` keys they come from.

@@ -273,7 +273,8 @@ class _RedisBackend(_Backend):
         return f"Redis {_address(pool)}"
 
     def _key(self, key: str) -> str:
-        return self._cache._get_prefix() + key
+        # cachelib's own key prefix (CACHE_KEY_PREFIX): no public accessor either.
+        return self._cache._get_prefix() + key  # type: ignore[attr-defined]
 
     # -- plain values (the access_token) -------------------------------------------
 
@@ -560,7 +561,7 @@ def without_pickle(cache: BaseCache) -> BaseCache:
     and keeps its serializer.
     """
     if isinstance(cache, FileSystemCache):
-        cache.serializer = JSONSerializer()
+        cache.serializer = JSONSerializer()  # type: ignore[assignment]
     elif isinstance(cache, SimpleCache):
         cache.serializer = _Unchanged()  # type: ignore[assignment]
     return cache
