@@ -74,7 +74,10 @@ class Harness:
             time.sleep(0.002)
 
     def invalidation_client_id(self) -> int:
-        (entry,) = [c for c in self.writer.client_list() if "P" in c["flags"]]
+        """The server's id of this cache's invalidation connection, found by its address (the
+        shared Redis may have other subscribers)."""
+        host, port = self.cache._conn._sock.getsockname()[:2]  # type: ignore[union-attr]
+        (entry,) = [c for c in self.writer.client_list() if c["addr"] == f"{host}:{port}" and "P" in c["flags"]]
         return int(entry["id"])
 
 
