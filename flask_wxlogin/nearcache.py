@@ -36,7 +36,9 @@ each one is a bug a prototype had without it, and each has a named test in
    subscriber when the flushing client is itself tracked. The parser reads
    both, and any invalidation that is not a list of keys flushes everything.
 7. **After fork**, the child caches nothing until it has its own connection
-   (an ``os.register_at_fork`` hook resets every near cache in the child).
+   (an ``os.register_at_fork`` hook resets every near cache in the child, and
+   each read and invalidation compares the process id too: uWSGI forks
+   through C's ``fork()`` without Python's hooks by default).
 8. **Revokers send one PING on their own connection after the write**
    (:func:`barrier`). When it returns, Redis has written the invalidation to
    every subscriber's socket, so their next request sees it. That ordering is
@@ -142,6 +144,7 @@ class NearCache:
         metrics.watch_near_cache(self)
 
     def _reset(self) -> None:
+        self._pid = os.getpid()
         self._lock = threading.Lock()
         self._conn: Optional[Connection] = None
         #: Polls the invalidation connection's socket while there is one.
@@ -196,6 +199,8 @@ class NearCache:
         """
         if not key.startswith(self.prefix):
             return load()
+        if os.getpid() != self._pid:  # forked without Python's hooks: the parent's lock may be held
+            self._reset()
         with self._lock:
             now = self.clock()
             if self._poll is not None and self._poll.poll(0):
@@ -232,6 +237,8 @@ class NearCache:
 
     def invalidate(self, key: str) -> None:
         """Drop ``key`` here now, ahead of Redis's own message (after this process's writes)."""
+        if os.getpid() != self._pid:
+            self._reset()
         with self._lock:
             self._invalidate(key)
 

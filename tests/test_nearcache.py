@@ -6,10 +6,12 @@ per-test prefix on the shared server.
 """
 from __future__ import annotations
 
+import ctypes
 import json
 import logging
 import os
 import select
+import signal
 import subprocess
 import sys
 import time
@@ -384,6 +386,34 @@ def test_after_fork_the_child_caches_nothing_until_it_has_its_own_connection(sha
     assert status == 0
     assert report == {"first_hit": False, "first": "one", "own": True, "then_hit": True}
     assert shared.hit() == (b"one", True), "the child's exit disturbed the parent's connection"
+
+
+def test_after_a_fork_without_pythons_hooks_a_revoked_entry_is_not_served(shared: Harness) -> None:
+    """uWSGI forks through C's fork() and, by default, runs no ``os.register_at_fork`` hook."""
+    shared.write("one")
+    shared.warm()
+    read_end, write_end = os.pipe()
+    pid = ctypes.PyDLL(None).fork()  # PyDLL: the GIL stays held across the call, as in a C server
+    if pid == 0:
+        try:
+            os.read(read_end, 1)  # wait until the parent has revoked (and drained the shared socket)
+            value, hit = shared.hit()
+            os.write(write_end, json.dumps({"value": None if value is None else value.decode(), "hit": hit}).encode())
+        finally:
+            os._exit(0)
+    shared.write(None)  # HDEL + barrier PING
+    assert shared.hit() == (None, False)  # the parent drained the invalidation the child shares
+    os.write(write_end, b"g")
+    deadline = time.monotonic() + 10
+    while os.waitpid(pid, os.WNOHANG) == (0, 0):
+        if time.monotonic() > deadline:
+            os.kill(pid, signal.SIGKILL)
+            pytest.fail("the child hung")
+        time.sleep(0.01)
+    report = json.loads(os.read(read_end, 4096))
+    os.close(read_end)
+    os.close(write_end)
+    assert report == {"value": None, "hit": False}
 
 
 def test_refuses_sentinel_cluster_and_unknown_clients(redis_cluster: str) -> None:
