@@ -52,8 +52,9 @@ class _Program:
             signer = self._signers[appid] = SkeySigner(salt_for(appid))
         return signer
 
-    def unsign(self, skey: str, app_config: Any) -> str:
-        return self._signer(self.store.appid).unsign(
+    def unsign(self, skey: str, app_config: Any, appid: Optional[str] = None) -> str:
+        """The session id in ``skey`` (signed for ``appid``, by default this program's), or 401."""
+        return self._signer(appid or self.store.appid).unsign(
             skey, app_config["SECRET_KEY"], app_config.get("SECRET_KEY_FALLBACKS") or ()
         )
 
@@ -65,10 +66,7 @@ class _Program:
     def session(self, skey: str, app_config: Any) -> Optional[WxUser]:
         """:meth:`unsign` then load: the live session ``skey`` names, else ``None``; the settings read once."""
         settings = self.store.settings()
-        session_id = self._signer(settings[0]).unsign(
-            skey, app_config["SECRET_KEY"], app_config.get("SECRET_KEY_FALLBACKS") or ()
-        )
-        return self.store.load(session_id, settings)
+        return self.store.load(self.unsign(skey, app_config, settings[0]), settings)
 
     def code2session(self, code: str) -> Identity:
         appid, secret, _ = self.store.settings()

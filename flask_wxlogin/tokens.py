@@ -84,13 +84,13 @@ class SkeySigner:
     """Signs session ids and verifies skeys with the app's current keys.
 
     An skey is ``<session id>.<signature>`` as itsdangerous' ``Signer`` makes
-    it (HMAC-SHA256, key derived from the secret and :data:`SALT` by HMAC).
+    it (HMAC-SHA256, key derived from the secret and the salt by HMAC).
     Verifying runs on every protected request, so it uses the same signer's
     parts with keys derived once per key set: ``Signer.unsign`` derives them
     again on each call, a third of its cost.
     """
 
-    def __init__(self, salt: str = SALT) -> None:
+    def __init__(self, salt: str) -> None:
         #: Binds skeys to one use and one AppID: :func:`salt_for`.
         self.salt = salt
         self._cached: Tuple[Tuple[Any, ...], Optional[_Keys]] = ((), None)

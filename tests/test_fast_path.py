@@ -9,9 +9,9 @@ from itsdangerous import Signer
 
 from flask_wxlogin import tokens
 from flask_wxlogin.errors import Unauthorized
-from flask_wxlogin.tokens import SALT, SkeySigner, new_session_id
+from flask_wxlogin.tokens import SkeySigner, new_session_id, salt_for
 
-from .conftest import OPENID, SECRET_KEY, SESSION_KEY, login, make_app
+from .conftest import APPID, OPENID, SECRET_KEY, SESSION_KEY, login, make_app
 
 ALPHABET = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
 
@@ -21,8 +21,8 @@ def _memo(signer: SkeySigner, *keys: Any) -> "dict[str, str]":
 
 
 def test_prepared_hmac_signs_and_verifies_exactly_as_itsdangerous() -> None:
-    plain = Signer([SECRET_KEY], salt=SALT, key_derivation="hmac", digest_method=hashlib.sha256)
-    ours = SkeySigner()
+    plain = Signer([SECRET_KEY], salt=salt_for(APPID), key_derivation="hmac", digest_method=hashlib.sha256)
+    ours = SkeySigner(salt_for(APPID))
     for _ in range(20):
         session_id = new_session_id(OPENID)
         skey = ours.sign(session_id, SECRET_KEY)
@@ -32,7 +32,7 @@ def test_prepared_hmac_signs_and_verifies_exactly_as_itsdangerous() -> None:
 
 def _forgeries(skey: str) -> "list[str]":
     session_id, _, signature = skey.rpartition(".")
-    other = SkeySigner().sign(session_id, "another-secret-key")
+    other = SkeySigner(salt_for(APPID)).sign(session_id, "another-secret-key")
     flipped = signature[:-2] + ("A" if signature[-2] != "A" else "B") + signature[-1]
     return [
         other,  # a real signature under another key
@@ -44,7 +44,7 @@ def _forgeries(skey: str) -> "list[str]":
 
 
 def test_a_forged_skey_never_enters_the_memo() -> None:
-    signer = SkeySigner()
+    signer = SkeySigner(salt_for(APPID))
     skey = signer.sign(new_session_id(OPENID), SECRET_KEY)
     for forged in _forgeries(skey) * 2:  # twice: the second attempt would find a remembered forgery
         with pytest.raises(Unauthorized):
@@ -59,7 +59,7 @@ def test_a_forged_skey_never_enters_the_memo() -> None:
 
 
 def test_memo_belongs_to_one_key_set_and_goes_with_a_rotation() -> None:
-    signer = SkeySigner()
+    signer = SkeySigner(salt_for(APPID))
     skey = signer.sign(new_session_id(OPENID), "old-key")
     signer.unsign(skey, "old-key")
     with pytest.raises(Unauthorized):
@@ -71,7 +71,7 @@ def test_memo_belongs_to_one_key_set_and_goes_with_a_rotation() -> None:
 
 def test_memo_is_bounded(monkeypatch: Any) -> None:
     monkeypatch.setattr(tokens, "VERIFIED_SKEYS", 3)
-    signer = SkeySigner()
+    signer = SkeySigner(salt_for(APPID))
     for _ in range(10):
         signer.unsign(signer.sign(new_session_id(OPENID), SECRET_KEY), SECRET_KEY)
         assert len(_memo(signer, SECRET_KEY)) <= 3
