@@ -5,6 +5,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any, Dict
 
@@ -57,12 +58,6 @@ def test_refused_on_a_cluster(redis_cluster: str) -> None:
         make_app(WXLOGIN_NEAR_CACHE=True, CACHE_TYPE="RedisClusterCache", CACHE_REDIS_CLUSTER=redis_cluster)
 
 
-@pytest.fixture
-def near_app(redis_url: str, redis_prefix: str, wechat: Any) -> Flask:
-    return make_app(CACHE_TYPE="RedisCache", CACHE_REDIS_URL=redis_url, WXLOGIN_KEY_PREFIX=redis_prefix,
-                    WXLOGIN_NEAR_CACHE=True)
-
-
 def _me_until_hit(client: Any, skey: str, near_cache: Any) -> None:
     for _ in range(500):
         hits = near_cache.stats["hits"]
@@ -88,6 +83,32 @@ def test_repeated_requests_are_served_from_memory_and_logout_ends_them(tmp_path:
         assert client.post("/auth/logout", headers={"X-WX-Skey": skey}).status_code == 200
         response = client.get("/me", headers={"X-WX-Skey": skey})
         assert response.status_code == 401 and response.get_json()["error"] == "session_expired"
+
+
+@pytest.mark.parametrize(
+    "limits, reached",
+    [({"WXLOGIN_SESSION_IDLE_TIMEOUT": 600}, 600),
+     ({"WXLOGIN_SESSION_IDLE_TIMEOUT": 3600, "WXLOGIN_SESSION_MAX_AGE": 900}, 900)],
+    ids=["idle-timeout", "max-age"],
+)
+def test_an_expired_session_is_refused_though_its_record_is_served_from_memory(
+    redis_url: str, redis_prefix: str, wechat: Any, limits: Dict[str, int], reached: int
+) -> None:
+    """Expiry needs no write to tell anyone: each hit judges the record's own timestamps."""
+    from .conftest import login
+
+    app = make_app(CACHE_TYPE="RedisCache", CACHE_REDIS_URL=redis_url, WXLOGIN_KEY_PREFIX=redis_prefix,
+                   WXLOGIN_NEAR_CACHE=True, **limits)
+    client, near_cache = app.test_client(), _near_cache(app)
+    skey = login(client)
+    logged_in_by = time.time()
+    _me_until_hit(client, skey, near_cache)
+    hits = near_cache.stats["hits"]
+    with app.app_context():
+        app.extensions["wxlogin"].store.clock = lambda: logged_in_by + reached
+    response = client.get("/me", headers={"X-WX-Skey": skey})
+    assert response.status_code == 401 and response.get_json()["error"] == "session_expired"
+    assert near_cache.stats["hits"] == hits + 1  # refused on the record in memory, not on a fresh read
 
 
 def _gets(redis_db: Any) -> int:
