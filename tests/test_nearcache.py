@@ -438,7 +438,7 @@ def test_revocation_in_one_process_is_refused_by_the_other(redis_url: str, redis
     """The short variant of ``benchmarks/revocation.py`` (40,000 trials there)."""
     run = subprocess.run(
         [sys.executable, str(ROOT / "benchmarks" / "revocation.py"), "--redis-url", redis_url,
-         "--trials", "1500", "--hogs", str(hogs), "--prefix", redis_prefix],
+         "--trials", "4000", "--hogs", str(hogs), "--prefix", redis_prefix],
         capture_output=True, text=True, timeout=120, env={**os.environ, "PYTHONPATH": str(ROOT)},
     )
     assert run.returncode == 0, run.stderr

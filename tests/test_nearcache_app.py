@@ -137,7 +137,7 @@ def test_logout_logout_all_end_session_and_eviction_in_one_process_refused_by_an
     """Two real app processes; the full run is ``benchmarks/revocation.py --through app``."""
     run = subprocess.run(
         [sys.executable, str(ROOT / "benchmarks" / "revocation.py"), "--through", "app", "--redis-url", redis_url,
-         "--trials", "60", "--hogs", str(hogs), "--prefix", redis_prefix],
+         "--trials", "400", "--hogs", str(hogs), "--prefix", redis_prefix],
         capture_output=True, text=True, timeout=300, env={**os.environ, "PYTHONPATH": str(ROOT)},
     )
     assert run.returncode == 0, run.stderr
