@@ -12,13 +12,17 @@ embedded cache, the floor, ours on Redis) runs in its own Python under
 process (Redis's own work is in another process and not counted). Timings
 on a shared VM swing by a factor of two; at 1,000 requests these counts
 repeat to within about 1 %, so they show what a change to the hot path did.
-Needs Redis as ``run.py`` does (DB 12, keys ``wxlbench:``, deleted after).
+Needs Redis as ``run.py`` does (DB 12, keys ``wxlbench:``): each run deletes
+those keys, so do not run it beside ``run.py`` on the same Redis. 0.2.0's
+benchmark code ignores ``WXLBENCH_REDIS_PORT`` (it always uses 6379).
 """
 from __future__ import annotations
 
 import argparse
 import inspect
+import os
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -32,10 +36,15 @@ _COLLECTED = re.compile(r"Collected : (\d+)")
 
 def serve(tree: Path, variant: str, requests: int) -> None:
     """Inside callgrind: build ``variant`` with ``tree``'s code as its ``inprocess.py`` does, then send requests."""
-    sys.path[:0] = [str(tree / "benchmarks"), str(tree)]
+    sys.path[0:1] = [str(tree / "benchmarks"), str(tree)]  # in place of this script's own folder
     from common import APPID, APPSECRET, copy_session_to_floor, delete_our_keys, redis_client
     import variants
+    import flask_wxlogin
     from flask_wxlogin.testing import FakeWeChat
+
+    for module in (variants, flask_wxlogin):
+        if not Path(module.__file__).resolve().is_relative_to(tree):
+            raise RuntimeError(f"{module.__name__} came from {module.__file__}, not from {tree}")
 
     client = redis_client()
     delete_our_keys(client)
@@ -66,7 +75,7 @@ def count(tree: Path, variant: str, requests: int) -> int:
     run = subprocess.run(
         ["valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null", sys.executable,
          str(Path(__file__).resolve()), "--serve", str(tree), variant, str(requests)],
-        capture_output=True, text=True, check=False,
+        capture_output=True, text=True, check=False, env={**os.environ, "PYTHONHASHSEED": "0"},
     )
     found = _COLLECTED.search(run.stderr)
     if run.returncode != 0 or found is None:
@@ -96,7 +105,14 @@ def main(argv: Optional[List[str]] = None) -> int:
     if args.serve:
         serve(Path(args.serve[0]), args.serve[1], int(args.serve[2]))
         return 0
-    print("\n".join(report(per_request(args.tree.resolve(), args.requests))))
+    tree = args.tree.resolve()
+    if shutil.which("valgrind") is None:
+        parser.error("valgrind is not installed (apt-get install -y valgrind)")
+    if args.requests < 1:
+        parser.error("--requests must be at least 1")
+    if not (tree / "benchmarks" / "variants.py").is_file():
+        parser.error(f"{tree} has no benchmarks/variants.py")
+    print("\n".join(report(per_request(tree, args.requests))))
     return 0
 
 

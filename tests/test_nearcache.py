@@ -435,7 +435,7 @@ def test_refuses_sentinel_cluster_and_unknown_clients(redis_cluster: str) -> Non
 
 @pytest.mark.parametrize("hogs", [0, 2], ids=["idle", "cpu-hogs"])
 def test_revocation_in_one_process_is_refused_by_the_other(redis_url: str, redis_prefix: str, hogs: int) -> None:
-    """The short variant of ``benchmarks/revocation.py`` (40,000 trials there)."""
+    """The short variant of ``benchmarks/revocation.py`` (40,000 trials by default there)."""
     run = subprocess.run(
         [sys.executable, str(ROOT / "benchmarks" / "revocation.py"), "--redis-url", redis_url,
          "--trials", "4000", "--hogs", str(hogs), "--prefix", redis_prefix],
