@@ -80,5 +80,6 @@ def _current_user() -> Union[WxUser, AnonymousWxUser]:
 
 #: The request's user: a :class:`~.user.WxUser` under ``login_required``; in
 #: other views the skey is checked on first use, and a request without a valid
-#: one sees an :class:`~.user.AnonymousWxUser` (falsy, ``openid`` None).
+#: one sees an :class:`~.user.AnonymousWxUser` (falsy, ``openid`` None); a
+#: session store that cannot be reached then answers 503, as under ``login_required``.
 current_wx_user: Union[WxUser, AnonymousWxUser] = cast(Any, LocalProxy(_current_user))

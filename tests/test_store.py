@@ -227,7 +227,9 @@ def test_a_slide_is_one_script_once_per_tenth_of_the_idle_timeout(redis_app, wec
     assert counted_commands == ["HMGET", "EVAL", "HMGET", "HMGET"]
 
 
-@pytest.mark.parametrize("path, method", [("/auth/login", "post"), ("/me", "get"), ("/auth/logout", "post")])
+@pytest.mark.parametrize(
+    "path, method", [("/auth/login", "post"), ("/me", "get"), ("/whoami", "get"), ("/auth/logout", "post")]
+)
 def test_unreachable_redis_is_503_never_401(wechat, path, method):
     app = make_app(CACHE_TYPE="RedisCache", CACHE_REDIS_URL="redis://127.0.0.1:1/0")
     with app.test_request_context():
